@@ -1,0 +1,1 @@
+"""Data: readers for every input format, record shapes, the checks of the legacy and chat data-prep tools, fixes, splitting, token counts and estimates. Pure functions over records: no web, no torch."""

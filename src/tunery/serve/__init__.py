@@ -1,0 +1,1 @@
+"""Inference: base models loaded once, adapters hot-loaded, batched generation."""

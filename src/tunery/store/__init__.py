@@ -1,0 +1,1 @@
+"""Persistence: metadata through SQLAlchemy (SQLite by default) and blobs in a data folder."""
