@@ -1,0 +1,177 @@
+"""`tunery prepare -q` against openai==0.28.1's `openai tools fine_tunes.prepare_data -q`.
+
+Issue: on one generated 100,000-row prompt/completion CSV (~25 MB, built from ../shared/data),
+time and peak memory side by side in one run; target at least 2x faster and at most a third of
+the legacy tool's peak memory while also counting tokens. Also a 1 GB chat JSONL checked with
+peak memory under 1 GB (`BENCH_CHAT_GB` shrinks it for a quick check).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+from common import DATA, TUNERY, WORK, ensure_venv, load_note, log, measure, table
+
+CSV_ROWS = 100_000
+SEED = 1234
+LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
+LEGACY_REQUIREMENTS = [["openai==0.28.1", "pandas<3", "numpy<2.3", "openpyxl>=3.1"]]
+# The packaged SmolLM2 context; only used to tell both tools the same limit where they take one.
+
+
+def sst5_rows() -> list[tuple[str, int]]:
+    with open(DATA / "sst5" / "train.csv", newline="", encoding="utf-8") as f:
+        return [(r["text"], int(r["label"])) for r in csv.DictReader(f)]
+
+
+def make_csv(path: Path, rows: int = CSV_ROWS) -> Path:
+    """A deterministic prompt/completion CSV: two SST-5 reviews per prompt, label word as completion.
+
+    Pairing two random reviews keeps rows (almost) unique, so the duplicate check has real work
+    and no tool gets a trivially compressible file; ~250 bytes a row like the issue's 25 MB file.
+    """
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(SEED)
+    reviews = sst5_rows()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "completion"])
+        for _ in range(rows):
+            (a, label), (b, _) = rng.choice(reviews), rng.choice(reviews)
+            w.writerow([f"Review: {a} Also: {b}\nSentiment:", LABELS[label]])
+    tmp.rename(path)
+    return path
+
+
+def _alpaca_pairs() -> list[tuple[str, str]]:
+    rows = json.loads((DATA / "alpaca" / "alpaca_5000.json").read_text())
+    return [((r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")), r["output"]) for r in rows]
+
+
+def _fastchat_turns() -> list[list[dict]]:
+    roles = {"human": "user", "gpt": "assistant"}
+    convs = json.loads((DATA / "fastchat" / "dummy_conversation.json").read_text())
+    return [[{"role": roles[t["from"]], "content": t["value"]} for t in c["conversations"]] for c in convs]
+
+
+def make_chat_jsonl(path: Path, size_bytes: int) -> Path:
+    """Stream a chat JSONL of about `size_bytes`: alpaca and FastChat turns, varied system prompts."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(SEED)
+    pairs, convs = _alpaca_pairs(), _fastchat_turns()
+    styles = ["concisely", "in detail", "politely", "step by step", "in plain English", "like a tutor"]
+    tmp = path.with_suffix(".tmp")
+    written, i = 0, 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        while written < size_bytes:
+            system = {"role": "system", "content": f"You are assistant {i % 9973}. Answer {rng.choice(styles)}; ticket {rng.randrange(10**9)}."}
+            if i % 4 == 3:
+                turns = convs[rng.randrange(len(convs))]
+            else:
+                q, a = pairs[rng.randrange(len(pairs))]
+                turns = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            line = json.dumps({"messages": [system, *turns]}, ensure_ascii=False) + "\n"
+            f.write(line)
+            written += len(line.encode("utf-8"))
+            i += 1
+    tmp.rename(path)
+    return path
+
+
+def tunery_cmd(data: Path, out_dir: Path, *, csv_columns: bool) -> list[str]:
+    cmd = [str(TUNERY), "prepare", str(data), "-q", "--json", "--out-dir", str(out_dir)]
+    if csv_columns:
+        cmd[3:3] = ["--prompt", "{prompt}", "--completion", "{completion}"]
+    return cmd
+
+
+def token_summary(report: dict) -> tuple[str, int | None]:
+    """The tokenizer and total token count in Tunery's `--json` report (proof it counted tokens)."""
+    tokens = report.get("tokens") or report.get("token_stats") or {}
+    name = tokens.get("tokenizer") or report.get("tokenizer") or "?"
+    total = tokens.get("total") or tokens.get("total_tokens") or report.get("total_tokens")
+    return str(name), total
+
+
+def parse_json_report(stdout: str) -> dict:
+    text = stdout.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:  # tolerate a log line before the JSON object
+        return json.loads(text[text.index("{"):])
+
+
+def run(work: Path) -> str:
+    work.mkdir(parents=True, exist_ok=True)
+    legacy_python = ensure_venv("venv-openai028", *LEGACY_REQUIREMENTS)
+    legacy_cli = legacy_python.parent / "openai"
+    source = make_csv(WORK / "data" / "prompt_completion_100k.csv")
+    size_mb = source.stat().st_size / 1e6
+
+    # Each tool gets its own copy in its own folder: the legacy one writes next to its input.
+    runs = {}
+    for tool in ("legacy", "tunery"):
+        folder = work / tool
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        shutil.copy(source, folder / source.name)
+    log("legacy prepare_data on the CSV")
+    runs["legacy"] = measure([str(legacy_cli), "tools", "fine_tunes.prepare_data", "-f", source.name, "-q"],
+                             cwd=work / "legacy", env={"OPENAI_API_KEY": "sk-unused"}).check("legacy prepare_data")
+    legacy_outputs = sorted(p.name for p in (work / "legacy").glob("*_prepared*.jsonl"))
+    if not legacy_outputs:
+        raise RuntimeError(f"legacy prepare_data wrote nothing:\n{runs['legacy'].stdout[-3000:]}")
+    log("tunery prepare on the CSV")
+    runs["tunery"] = measure(tunery_cmd(work / "tunery" / source.name, work / "tunery" / "out", csv_columns=True),
+                             cwd=work / "tunery").check("tunery prepare")
+    report = parse_json_report(runs["tunery"].stdout)
+    tokenizer, total_tokens = token_summary(report)
+
+    leg, tun = runs["legacy"], runs["tunery"]
+    t_ratio, m_ratio = leg.wall_s / tun.wall_s, leg.peak_rss_mb / tun.peak_rss_mb
+    rows = report.get("n_examples") or report.get("examples") or report.get("rows") or "?"
+    body = [f"### 100,000-row prompt/completion CSV ({size_mb:.1f} MB)\n",
+            "Generated deterministically from `../shared/data/sst5/train.csv` (two random reviews per prompt, "
+            "the label word as completion; seed 1234). Each tool runs on its own copy in its own folder, "
+            "in its own subprocess; peak RSS is the whole process tree, polled every 20 ms.\n",
+            table(["tool", "rows", "wall s", "peak RSS MB", "time ratio (legacy/tunery)", "memory ratio (legacy/tunery)"], [
+                ["openai==0.28.1 `openai tools fine_tunes.prepare_data -f FILE -q`", CSV_ROWS, f"{leg.wall_s:.2f}", f"{leg.peak_rss_mb:.0f}", "1.00", "1.00"],
+                [f"`tunery prepare FILE --prompt '{{prompt}}' --completion '{{completion}}' -q --json`", rows,
+                 f"{tun.wall_s:.2f}", f"{tun.peak_rss_mb:.0f}", f"**{t_ratio:.2f}x**", f"**{m_ratio:.2f}x**"],
+            ]),
+            f"Tunery counted {total_tokens if total_tokens is not None else '?'} tokens with `{tokenizer}` "
+            f"(the legacy tool counts none). Legacy outputs: {', '.join(legacy_outputs)}.\n",
+            f"Targets: at least 2x faster — **{'met' if t_ratio >= 2 else 'MISSED'}** ({t_ratio:.2f}x); "
+            f"at most a third of the legacy peak memory — **{'met' if m_ratio >= 3 else 'MISSED'}** ({m_ratio:.2f}x).\n"]
+
+    gb = float(os.environ.get("BENCH_CHAT_GB", "1"))
+    chat = make_chat_jsonl(WORK / "data" / f"chat_{gb:g}GB.jsonl", int(gb * 1e9))
+    chat_mb = chat.stat().st_size / 1e6
+    folder = work / "chat"
+    shutil.rmtree(folder, ignore_errors=True)
+    log(f"tunery prepare on the {chat_mb:.0f} MB chat JSONL")
+    big = measure(tunery_cmd(chat, folder / "out", csv_columns=False), cwd=work).check("tunery prepare (chat)")
+    big_report = parse_json_report(big.stdout)
+    big_tokenizer, big_tokens = token_summary(big_report)
+    big_rows = big_report.get("n_examples") or big_report.get("examples") or big_report.get("rows") or "?"
+    body += [f"### {chat_mb:,.0f} MB chat JSONL\n",
+             "Streamed from alpaca and FastChat conversations with a varying system prompt "
+             f"(`BENCH_CHAT_GB={gb:g}`). The legacy tool does not read chat data and loads whole files into "
+             "pandas, so it is not run here.\n",
+             table(["tool", "rows", "wall s", "MB/s", "peak RSS MB", "target < 1 GB"], [
+                 ["`tunery prepare FILE -q --json`", big_rows, f"{big.wall_s:.1f}", f"{chat_mb / big.wall_s:.1f}",
+                  f"{big.peak_rss_mb:.0f}", "**met**" if big.peak_rss_mb < 1024 else "**MISSED**"],
+             ]),
+             f"Tokens counted: {big_tokens if big_tokens is not None else '?'} with `{big_tokenizer}`.\n",
+             load_note() + "\n"]
+    return "\n".join(body)
