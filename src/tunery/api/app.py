@@ -1,0 +1,73 @@
+"""The FastAPI app: `create_app(settings) -> FastAPI`.
+
+Mounting: every module named in `tunery.api.routes.ROUTERS` that exists is imported and its
+`router` included under `/v1`.
+
+State: `app.state.store` is the `tunery.store.context.Store` (settings, database, blobs), opened in
+the lifespan; routes reach it with `Depends(get_store)` and the caller's project with
+`Depends(current_project)` (`tunery.api.auth`). `app.state.file_checks` runs the checks of
+uploaded `fine-tune` files off the request path (`tunery.store.validation`).
+
+Background work: on start the lifespan re-queues file checks the last run did not finish, then,
+when `worker=True` and `tunery.jobs.worker` exists, calls `tunery.jobs.worker.start(store)`; if
+that returns an object with a `stop()` method it is called on shutdown (before the database is
+closed). The worker must not block: it runs its own threads/subprocesses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tunery import __version__
+from tunery.api import errors
+from tunery.api.routes import ROUTERS
+from tunery.store.context import open_store
+from tunery.store.settings import Settings, load_settings
+
+log = logging.getLogger("tunery.api")
+
+
+def _optional_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def create_app(settings: Settings | None = None, *, worker: bool = True) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = open_store(settings)
+        app.state.store = store
+        app.state.file_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunery-file-check")
+        from tunery.store import validation
+
+        validation.resume_pending(store, app.state.file_checks)
+        handle = None
+        worker_module = _optional_module("tunery.jobs.worker") if worker else None
+        if worker_module is not None:
+            handle = worker_module.start(store)
+        try:
+            yield
+        finally:
+            if handle is not None and hasattr(handle, "stop"):
+                handle.stop()
+            app.state.file_checks.shutdown(wait=True, cancel_futures=True)
+            store.close()
+
+    app = FastAPI(title="Tunery", version=__version__, lifespan=lifespan)
+    errors.install(app)
+    for name in ROUTERS:
+        module = _optional_module(f"tunery.api.routes.{name}")
+        if module is not None:
+            app.include_router(module.router, prefix="/v1")
+    return app

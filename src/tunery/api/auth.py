@@ -1,0 +1,36 @@
+"""`Authorization: Bearer <key>` → the caller's project.
+
+Routes take `project: Project = Depends(current_project)` and pass `project.id` to every store
+lookup, so an id from another project is "not found" (404), never "forbidden": ids of other
+projects' objects are not even confirmed to exist.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from tunery.api.errors import APIError
+from tunery.store.context import Store
+from tunery.store.keys import Project, project_for_key
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def current_project(request: Request) -> Project:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise APIError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with `tunery keys create`.",
+        )
+    with get_store(request).db.session_scope() as session:
+        project = project_for_key(session, key)
+    if project is None:
+        shown = f"{key[:8]}…{key[-4:]}" if len(key) > 12 else "****"
+        raise APIError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
+    return project

@@ -1,0 +1,131 @@
+"""The files table and its repository functions. Blobs live under `files/<id>` in the blob store.
+
+`status` is OpenAI's deprecated field: `uploaded` on arrival, then `processed` (or `error` with
+`status_details`) once a `fine-tune` file has been checked (see `tunery.store.validation`); files
+of other purposes go straight to `processed`. Every lookup takes the project id: an id from
+another project is simply not found.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from tunery.store.blobs import BlobStore
+from tunery.store.db import Base, keyset_page, now
+from tunery.store.ids import file_id
+
+UPLOADED, PROCESSED, ERROR = "uploaded", "processed", "error"
+
+# Purposes a client may upload (the spec's FilePurpose plus the legacy-era ones still accepted).
+UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "user_data", "vision", "evals")
+# Purposes only Tunery itself writes.
+SYSTEM_PURPOSES = ("fine-tune-results", "assistants_output", "batch_output")
+CHECKED_PURPOSES = ("fine-tune",)
+
+
+class FileRecord(Base):
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    purpose: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[int] = mapped_column(Integer, index=True)
+    expires_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=UPLOADED)
+    status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    @property
+    def blob_key(self) -> str:
+        return blob_key(self.id)
+
+
+def blob_key(fid: str) -> str:
+    return f"files/{fid}"
+
+
+def new_file_id() -> str:
+    return file_id()
+
+
+def add_file(
+    session: Session,
+    project_id: str,
+    fid: str,
+    filename: str,
+    purpose: str,
+    size: int,
+    expires_at: int | None = None,
+) -> FileRecord:
+    """Record a file whose blob is already committed at `blob_key(fid)`."""
+    status = UPLOADED if purpose in CHECKED_PURPOSES else PROCESSED
+    record = FileRecord(
+        id=fid,
+        project_id=project_id,
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        created_at=now(),
+        expires_at=expires_at,
+        status=status,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def store_file(
+    session: Session, blobs: BlobStore, project_id: str, filename: str, purpose: str, data: bytes
+) -> FileRecord:
+    """Write `data` as a new file (for small files Tunery makes itself, e.g. result CSVs)."""
+    fid = new_file_id()
+    size = blobs.write_bytes(blob_key(fid), data)
+    return add_file(session, project_id, fid, filename, purpose, size)
+
+
+def get_file(session: Session, project_id: str, fid: str) -> FileRecord | None:
+    return session.scalar(select(FileRecord).where(FileRecord.id == fid, FileRecord.project_id == project_id))
+
+
+def list_files(
+    session: Session,
+    project_id: str,
+    *,
+    purpose: str | None = None,
+    limit: int = 10_000,
+    order: str = "desc",
+    after: str | None = None,
+) -> tuple[list[FileRecord], bool]:
+    stmt = select(FileRecord).where(FileRecord.project_id == project_id)
+    if purpose:
+        stmt = stmt.where(FileRecord.purpose == purpose)
+    cursor = None
+    if after:
+        cursor = get_file(session, project_id, after)
+        if cursor is None:  # an unknown cursor ends the listing rather than restarting it
+            return [], False
+    return keyset_page(session, stmt, [FileRecord.created_at, FileRecord.id], cursor, limit, order == "desc")
+
+
+def delete_file(session: Session, blobs: BlobStore, project_id: str, fid: str) -> bool:
+    record = get_file(session, project_id, fid)
+    if record is None:
+        return False
+    session.delete(record)
+    session.flush()
+    blobs.delete(blob_key(fid))
+    return True
+
+
+def set_status(session: Session, fid: str, status: str, details: str | None = None) -> None:
+    record = session.get(FileRecord, fid)
+    if record is not None:
+        record.status = status
+        record.status_details = details
+
+
+def pending_checks(session: Session) -> list[str]:
+    """Ids of files still waiting for their check (e.g. the server stopped mid-check)."""
+    return list(session.scalars(select(FileRecord.id).where(FileRecord.status == UPLOADED)))

@@ -1,0 +1,100 @@
+"""Where Tunery keeps its things and how the server listens.
+
+Precedence, highest first: explicit overrides (CLI flags) > environment variables >
+`$TUNERY_HOME/config.toml` > defaults. The config file is optional; its top-level keys mirror the
+fields below (`database_url`, `data_dir`, `host`, `port`, `max_upload_bytes`, `max_file_bytes`) and
+any other table (e.g. `[worker]`) is kept verbatim in `Settings.extra` for the module that owns it.
+
+Environment: TUNERY_HOME (default ~/.tunery), TUNERY_DATABASE_URL (default a SQLite file in the
+home), TUNERY_DATA_DIR (default $TUNERY_HOME/data), TUNERY_HOST, TUNERY_PORT,
+TUNERY_MAX_UPLOAD_BYTES (Uploads API total, default 8 GB), TUNERY_MAX_FILE_BYTES (one
+`POST /files`, default 512 MB).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+GB = 1024**3
+MB = 1024**2
+
+_ENV = {
+    "database_url": "TUNERY_DATABASE_URL",
+    "data_dir": "TUNERY_DATA_DIR",
+    "host": "TUNERY_HOST",
+    "port": "TUNERY_PORT",
+    "max_upload_bytes": "TUNERY_MAX_UPLOAD_BYTES",
+    "max_file_bytes": "TUNERY_MAX_FILE_BYTES",
+}
+
+
+class SettingsError(ValueError):
+    """A bad value in the environment or the config file (the message names where)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 8 * GB
+    max_file_bytes: int = 512 * MB
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.toml"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("TUNERY_HOME") or Path.home() / ".tunery").expanduser()
+
+
+def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings for `home` (default: TUNERY_HOME or ~/.tunery); `overrides` win."""
+    home = Path(home).expanduser() if home is not None else default_home()
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    config = home / "config.toml"
+    if config.is_file():
+        try:
+            data = tomllib.loads(config.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config}: {exc}") from exc
+        for key, value in data.items():
+            (values if key in _ENV else extra)[key] = value
+    for key, env in _ENV.items():
+        if os.environ.get(env):
+            values[key] = os.environ[env]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+
+    def _int(key: str, default: int) -> int:
+        raw = values.get(key, default)
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
+
+    data_dir = Path(values.get("data_dir") or home / "data").expanduser()
+    url = values.get("database_url") or f"sqlite:///{home / 'tunery.db'}"
+    return Settings(
+        home=home,
+        database_url=str(url),
+        data_dir=data_dir,
+        host=str(values.get("host", "127.0.0.1")),
+        port=_int("port", 8000),
+        max_upload_bytes=_int("max_upload_bytes", 8 * GB),
+        max_file_bytes=_int("max_file_bytes", 512 * MB),
+        extra=extra,
+    )
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    return replace(settings, **{k: v for k, v in changes.items() if k in known and v is not None})
