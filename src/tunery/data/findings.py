@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field  # `field` is also a Finding attribute
 from enum import Enum
 from typing import Any
 
@@ -22,8 +23,8 @@ class Finding:
     line: int | None = None  # 1-based line (JSONL) or row (tables) of the first occurrence
     field: str | None = None  # e.g. "messages[2].content"
     count: int = 1  # how many records share this finding (summaries group by code)
-    lines: list[int] = field(default_factory=list)  # a few example lines when count > 1
-    data: dict[str, Any] = field(default_factory=dict)
+    lines: list[int] = dataclass_field(default_factory=list)  # a few example lines when count > 1
+    data: dict[str, Any] = dataclass_field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
