@@ -1,0 +1,268 @@
+"""A continuous-batching generation engine for one set of model weights.
+
+A background thread owns the model. Between two decoding steps it admits waiting requests
+(prefilling each and merging its KV cache into the running batch), then runs one step for every
+running sequence at once, samples each row with its own parameters, and drops the rows that
+finished or were cancelled. Rows may use different LoRA adapters of the same base: peft's
+`adapter_names` applies each row's adapter inside one forward pass.
+
+The asyncio side talks to it through `Engine.submit`, which returns a `Generation` whose events
+arrive on an asyncio queue (thread-safe hand-off with `call_soon_threadsafe`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from tunery.serve.batch_cache import BatchCache
+from tunery.serve.detokenize import TextStream
+from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, sample_batch
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+@dataclass
+class Event:
+    """What one decoding step produced for one request."""
+
+    text: str
+    tokens: list[TokenChoice]
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    error: str | None = None
+
+
+@dataclass
+class Generation:
+    """A request in the engine. Iterate it (async) for events; `cancel()` stops it at the next step."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    tokenizer: object
+    adapter: str | None = None
+    id: int = 0
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    first_token_at: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _queue: asyncio.Queue | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _callback: object = None
+
+    def __post_init__(self) -> None:
+        self.generator = make_generator(self.params.seed)
+        self.stream = TextStream(self.tokenizer, self.params.stop)
+        self.submitted_at = time.perf_counter()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def _emit(self, event: Event) -> None:
+        if self._callback is not None:
+            self._callback(event)
+        if self._queue is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def __aiter__(self):
+        return self._events()
+
+    async def _events(self):
+        while True:
+            event = await self._queue.get()
+            yield event
+            if event.finish_reason is not None:
+                return
+
+    async def result(self) -> "Completion":
+        """Wait for the whole generation."""
+        text, tokens = [], []
+        async for event in self:
+            text.append(event.text)
+            tokens.extend(event.tokens)
+            if event.error:
+                raise RuntimeError(event.error)
+        return Completion("".join(text), tokens, self.finish_reason, len(self.prompt_ids), len(self.generated))
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[TokenChoice]
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Engine:
+    """Continuous batching over one model (a base, possibly wrapped by peft with several adapters)."""
+
+    def __init__(self, model, stop_token_ids: set[int], max_batch_size: int = 32, name: str = "model"):
+        self.model = model
+        self.stop_token_ids = set(stop_token_ids)
+        self.max_batch_size = max_batch_size
+        self.name = name
+        self.lock = threading.RLock()  # held during a step; adapter loading takes it too
+        self._pending: deque[Generation] = deque()
+        self._running: list[Generation] = []
+        self._cache = BatchCache()
+        self._wake = threading.Condition()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"tunery-engine-{name}", daemon=True)
+        self._thread.start()
+
+    # --- public ----------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams, tokenizer, adapter: str | None = None, callback=None) -> Generation:
+        """Queue a request. From a coroutine, events arrive on its asyncio queue; `callback` is for threads."""
+        gen = Generation(list(prompt_ids), params, tokenizer, adapter, id=next(self._ids), _callback=callback)
+        try:
+            gen._loop = asyncio.get_running_loop()
+            gen._queue = asyncio.Queue()
+        except RuntimeError:
+            pass
+        with self._wake:
+            self._pending.append(gen)
+            self._wake.notify()
+        return gen
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, tokenizer, adapter: str | None = None) -> Completion:
+        """Blocking convenience for scripts and tests outside an event loop."""
+        done, events = threading.Event(), []
+
+        def on_event(e: Event) -> None:
+            events.append(e)
+            if e.finish_reason is not None:
+                done.set()
+
+        gen = self.submit(prompt_ids, params, tokenizer, adapter, callback=on_event)
+        done.wait()
+        if events[-1].error:
+            raise RuntimeError(events[-1].error)
+        return Completion("".join(e.text for e in events), [t for e in events for t in e.tokens], gen.finish_reason, len(gen.prompt_ids), len(gen.generated))
+
+    @property
+    def active(self) -> int:
+        return len(self._running) + len(self._pending)
+
+    def uses_adapter(self, adapter: str) -> bool:
+        return any(g.adapter == adapter for g in list(self._running) + list(self._pending))
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+
+    # --- the loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._running and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    for g in list(self._pending) + self._running:
+                        self._finish(g, "cancelled")
+                    return
+            try:
+                with self.lock, torch.inference_mode():
+                    self._admit()
+                    if self._running:
+                        self._decode_step()
+            except Exception as exc:  # a failed step fails its requests, never the server
+                for g in list(self._running):
+                    self._fail(g, exc)
+                self._running, self._cache = [], BatchCache()
+
+    def _admit(self) -> None:
+        while self._pending and len(self._running) < self.max_batch_size:
+            with self._wake:
+                gen = self._pending.popleft()
+            if gen.cancelled.is_set():
+                self._finish(gen, "cancelled")
+                continue
+            try:
+                self._prefill(gen)
+            except Exception as exc:
+                self._fail(gen, exc)
+        self._drop_finished()  # a request can finish on its first token
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None]):
+        kwargs = {}
+        if hasattr(self.model, "peft_config"):
+            kwargs["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs,
+        )
+        return out.logits[:, -1, :]
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prefill(self, gen: Generation) -> None:
+        device = self._device()
+        ids = torch.tensor([gen.prompt_ids], device=device)
+        mask = torch.ones_like(ids)
+        positions = torch.arange(ids.shape[1], device=device).unsqueeze(0)
+        cache = BatchCache.new_single()
+        logits = self._forward(ids, mask, positions, cache, [gen.adapter])
+        choice = sample_batch(logits, [gen])[0]
+        self._cache.add(cache, mask)
+        self._running.append(gen)
+        gen.first_token_at = time.perf_counter()
+        self._accept(gen, choice)
+
+    def _decode_step(self) -> None:
+        device = self._device()
+        rows = self._running
+        ids = torch.tensor([[g.generated[-1]] for g in rows], device=device)
+        positions = torch.tensor([[len(g.prompt_ids) + len(g.generated) - 1] for g in rows], device=device)
+        mask = self._cache.step_mask().to(device)
+        logits = self._forward(ids, mask, positions, self._cache.hf_cache(), [g.adapter for g in rows])
+        for gen, choice in zip(rows, sample_batch(logits, rows)):
+            self._accept(gen, choice)
+        self._drop_finished()
+
+    def _accept(self, gen: Generation, choice: TokenChoice) -> None:
+        """Record a sampled token, emit its text, decide whether the sequence is done."""
+        if gen.cancelled.is_set():
+            gen.finish_reason = "cancelled"
+            gen._emit(Event("", [], "cancelled"))
+            return
+        gen.generated.append(choice.token_id)
+        is_stop_token = choice.token_id in self.stop_token_ids
+        text = gen.stream.push(None if is_stop_token else choice.token_id)
+        reason = None
+        if is_stop_token or gen.stream.stopped:
+            reason = "stop"
+        elif len(gen.generated) >= gen.params.max_tokens:
+            reason = "length"
+            text += gen.stream.push(None)
+            if gen.stream.stopped:
+                reason = "stop"
+        tokens = [] if is_stop_token else [choice]
+        gen.finish_reason = reason
+        gen._emit(Event(text, tokens, reason))
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, g in enumerate(self._running) if g.finish_reason is None and not g.cancelled.is_set()]
+        for i, g in enumerate(self._running):
+            if i not in keep and g.finish_reason is None:
+                self._finish(g, "cancelled")
+        if len(keep) != len(self._running):
+            self._running = [self._running[i] for i in keep]
+            self._cache.keep(keep)
+
+    def _finish(self, gen: Generation, reason: str) -> None:
+        gen.finish_reason = reason
+        gen._emit(Event("", [], reason))
+
+    def _fail(self, gen: Generation, exc: Exception) -> None:
+        gen.finish_reason = "error"
+        gen._emit(Event("", [], "error", error=f"{type(exc).__name__}: {exc}"))
