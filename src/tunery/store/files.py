@@ -8,7 +8,7 @@ another project is simply not found.
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String, Text, select
+from sqlalchemy import ForeignKey, Integer, String, Text, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tunery.store.blobs import BlobStore
@@ -85,8 +85,13 @@ def store_file(
     return add_file(session, project_id, fid, filename, purpose, size)
 
 
+def _live():
+    # An expired file (`expires_after`) is gone for clients; its row and blob are kept for now.
+    return or_(FileRecord.expires_at.is_(None), FileRecord.expires_at > now())
+
+
 def get_file(session: Session, project_id: str, fid: str) -> FileRecord | None:
-    return session.scalar(select(FileRecord).where(FileRecord.id == fid, FileRecord.project_id == project_id))
+    return session.scalar(select(FileRecord).where(FileRecord.id == fid, FileRecord.project_id == project_id, _live()))
 
 
 def list_files(
@@ -98,7 +103,7 @@ def list_files(
     order: str = "desc",
     after: str | None = None,
 ) -> tuple[list[FileRecord], bool]:
-    stmt = select(FileRecord).where(FileRecord.project_id == project_id)
+    stmt = select(FileRecord).where(FileRecord.project_id == project_id, _live())
     if purpose:
         stmt = stmt.where(FileRecord.purpose == purpose)
     cursor = None
@@ -109,13 +114,13 @@ def list_files(
     return keyset_page(session, stmt, [FileRecord.created_at, FileRecord.id], cursor, limit, order == "desc")
 
 
-def delete_file(session: Session, blobs: BlobStore, project_id: str, fid: str) -> bool:
+def delete_file(session: Session, project_id: str, fid: str) -> bool:
+    """Delete the row; the caller removes the blob once this is committed."""
     record = get_file(session, project_id, fid)
     if record is None:
         return False
     session.delete(record)
     session.flush()
-    blobs.delete(blob_key(fid))
     return True
 
 

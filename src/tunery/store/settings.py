@@ -98,3 +98,13 @@ def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
 def with_overrides(settings: Settings, **changes: Any) -> Settings:
     known = {f.name for f in fields(Settings)}
     return replace(settings, **{k: v for k, v in changes.items() if k in known and v is not None})
+
+
+def human_bytes(n: int) -> str:
+    """1536 → "1.5 KB"; for messages about limits."""
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{n} bytes"

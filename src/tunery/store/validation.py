@@ -119,9 +119,8 @@ def check_lines(lines: Iterable[bytes]) -> str | None:
             fmt, check = this, _data_check(this)
         elif this != fmt:
             return f"Line {lineno}: {this} record in a {fmt} file (the first record sets the format)"
-        problem = _structural_problem(fmt, record)
-        if problem is None and check is not None:
-            problem = _first_error(check(record, lineno))
+        # The prepare checks of `tunery.data` when written for this format, else the minimum.
+        problem = _first_error(check(record, lineno)) if check is not None else _structural_problem(fmt, record)
         if problem:
             return f"Line {lineno}: {problem}"
     if n == 0:
