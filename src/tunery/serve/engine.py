@@ -153,6 +153,12 @@ class Engine:
     def uses_adapter(self, adapter: str) -> bool:
         return any(g.adapter == adapter for g in list(self._running) + list(self._pending))
 
+    def cancel_adapter(self, adapter: str) -> None:
+        """Cancel every request of one adapter (its model is being evicted or deleted)."""
+        for g in list(self._running) + list(self._pending):
+            if g.adapter == adapter:
+                g.cancel()
+
     def close(self) -> None:
         with self._wake:
             self._closed = True
@@ -219,6 +225,9 @@ class Engine:
         self._accept(gen, choice)
 
     def _decode_step(self) -> None:
+        self._drop_finished()  # cancelled rows leave before the step, not after
+        if not self._running:
+            return
         device = self._device()
         rows = self._running
         ids = torch.tensor([[g.generated[-1]] for g in rows], device=device)

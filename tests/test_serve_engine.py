@@ -1,0 +1,223 @@
+"""The continuous-batching engine against Hugging Face `generate` on a tiny random Llama."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+import torch
+
+from serve_fixtures import random_lora, save_base, tiny_llama, tiny_tokenizer
+from tunery.serve.engine import Engine
+from tunery.serve.registry import ModelRegistry, ModelSource
+from tunery.serve.sampling import SamplingParams
+
+PROMPTS = ["hello world", "the quick brown fox jumps over the lazy dog, the quick brown fox", "tunery", "1 2 3 4 5 stars ->"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return tiny_llama(tok)
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    e = Engine(model, stop_token_ids=set(), name="tiny")
+    yield e
+    e.close()
+
+
+def ids(tok, text):
+    return tok(text)["input_ids"]
+
+
+def hf_greedy(model, prompt_ids, n):
+    out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def greedy(n, **kw):
+    return SamplingParams(max_tokens=n, temperature=0.0, **kw)
+
+
+def token_ids(completion):
+    return [t.token_id for t in completion.tokens]
+
+
+async def together(engine, tok, jobs, delay_last=0.0):
+    """Submit (prompt_ids, params, adapter) jobs concurrently; the last one joins mid-flight when delayed."""
+    gens = [engine.submit(p, sp, tok, a) for p, sp, a in jobs[:-1]]
+    if delay_last:
+        await asyncio.sleep(delay_last)
+    gens.append(engine.submit(*jobs[-1][:2], tok, jobs[-1][2]))
+    return await asyncio.gather(*[g.result() for g in gens])
+
+
+def test_greedy_equals_hf_generate(engine, model, tok):
+    for text in PROMPTS:
+        p = ids(tok, text)
+        got = engine.generate(p, greedy(24), tok)
+        assert token_ids(got) == hf_greedy(model, p, 24)
+        assert got.finish_reason == "length" and got.completion_tokens == 24 and got.prompt_tokens == len(p)
+        assert got.text == tok.decode(hf_greedy(model, p, 24), skip_special_tokens=True).rstrip("\ufffd")
+
+
+def test_concurrent_requests_match_one_at_a_time(engine, tok):
+    jobs = [(ids(tok, t), greedy(8 + 6 * i), None) for i, t in enumerate(PROMPTS)]
+    alone = [token_ids(engine.generate(p, sp, tok)) for p, sp, _ in jobs]
+    # Different lengths leave the batch at different steps; the last one joins while others run.
+    batched = asyncio.run(together(engine, tok, jobs, delay_last=0.01))
+    assert [token_ids(c) for c in batched] == alone
+
+
+def test_max_tokens_gives_length_and_stop_string_gives_stop(engine, tok):
+    p = ids(tok, PROMPTS[1])
+    full = engine.generate(p, greedy(20), tok)
+    assert full.finish_reason == "length" and full.completion_tokens == 20
+    text = full.text
+    stop = text[5:8]
+    cut = text.index(stop)
+    got = engine.generate(p, greedy(20, stop=["zzzz-never", stop]), tok)
+    assert got.finish_reason == "stop"
+    assert got.text == text[:cut]
+    assert got.completion_tokens < 20
+
+
+def test_stop_token_ends_with_stop(model, tok):
+    p = ids(tok, PROMPTS[0])
+    first = hf_greedy(model, p, 3)
+    e = Engine(model, stop_token_ids={first[2]})
+    try:
+        got = e.generate(p, greedy(10), tok)
+    finally:
+        e.close()
+    assert got.finish_reason == "stop"
+    assert token_ids(got) == first[:2]  # the stop token itself is not part of the text or tokens
+    assert got.completion_tokens == 3
+
+
+def test_seeded_sampling_is_reproducible_alone_and_in_a_batch(engine, tok):
+    p = ids(tok, PROMPTS[2])
+    sp = lambda seed: SamplingParams(max_tokens=16, temperature=8.0, top_p=0.95, seed=seed)
+    a = token_ids(engine.generate(p, sp(7), tok))
+    b = token_ids(engine.generate(p, sp(7), tok))
+    c = token_ids(engine.generate(p, sp(8), tok))
+    assert a == b
+    assert a != c
+    jobs = [(ids(tok, PROMPTS[0]), greedy(16), None), (p, sp(7), None), (ids(tok, PROMPTS[3]), sp(1), None)]
+    assert token_ids(asyncio.run(together(engine, tok, jobs))[1]) == a
+
+
+def test_logprobs_are_consistent(engine, model, tok):
+    p = ids(tok, PROMPTS[3])
+    got = engine.generate(p, greedy(6, logprobs=True, top_logprobs=5), tok)
+    assert token_ids(got) == hf_greedy(model, p, 6)
+    for t in got.tokens:
+        assert t.logprob <= 0.0
+        assert len(t.top) == 5
+        assert t.top[0] == (t.token_id, pytest.approx(t.logprob))  # greedy picks the most likely token
+        assert [v for _, v in t.top] == sorted((v for _, v in t.top), reverse=True)
+        assert sum(math.exp(v) for _, v in t.top) <= 1.0 + 1e-5
+    # The first token's logprob is log-softmax of HF's logits at the prompt's last position.
+    with torch.no_grad():
+        logits = model(torch.tensor([p])).logits[0, -1]
+    assert got.tokens[0].logprob == pytest.approx(float(torch.log_softmax(logits, -1).max()), abs=1e-4)
+
+
+def test_penalties_change_greedy_choice(engine, tok):
+    p = ids(tok, PROMPTS[0])
+    plain = token_ids(engine.generate(p, greedy(30), tok))
+    penalized = token_ids(engine.generate(p, greedy(30, frequency_penalty=2.0, presence_penalty=2.0), tok))
+    assert plain != penalized
+    # With heavy penalties the model repeats fewer tokens.
+    assert len(set(penalized)) >= len(set(plain))
+
+
+def test_cancellation_frees_the_slot(model, tok):
+    e = Engine(model, stop_token_ids=set())
+    try:
+        async def run():
+            gen = e.submit(ids(tok, PROMPTS[0]), greedy(200), tok)
+            other = e.submit(ids(tok, PROMPTS[1]), greedy(5), tok)
+            async for event in gen:
+                gen.cancel()
+                break
+            result = await other.result()
+            async for event in gen:  # drain: the engine reports the cancellation
+                last = event
+            return gen, last, result
+        gen, last, other = asyncio.run(run())
+        assert last.finish_reason == "cancelled" and gen.finish_reason == "cancelled"
+        assert len(gen.generated) < 200
+        assert other.finish_reason == "length"
+        deadline = time.time() + 5
+        while e.active and time.time() < deadline:
+            time.sleep(0.01)
+        assert e.active == 0 and e._cache.size == 0
+    finally:
+        e.close()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    base = save_base(root / "base")
+    return base, [random_lora(base, root / f"lora{i}", seed=i) for i in range(3)]
+
+
+def peft_greedy(base_folder, adapter_folder, prompt_ids, n):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), str(adapter_folder)).eval()
+    return hf_greedy(m, prompt_ids, n)
+
+
+def test_mixed_adapters_in_one_batch_match_each_alone(folders, tok):
+    base, loras = folders
+    reg = ModelRegistry(budget_bytes=10**9)
+    try:
+        served_base = reg.get(ModelSource("base", "base", base))
+        a = reg.get(ModelSource("ft:a", "adapter", loras[0], base_path=base))
+        b = reg.get(ModelSource("ft:b", "adapter", loras[1], base_path=base))
+        assert a.engine is b.engine is served_base.engine  # one base in memory serves all
+        p = ids(tok, PROMPTS[1])
+        from transformers import AutoModelForCausalLM
+
+        expected = {None: hf_greedy(AutoModelForCausalLM.from_pretrained(base), p, 12)}
+        expected[a.adapter] = peft_greedy(base, loras[0], p, 12)
+        expected[b.adapter] = peft_greedy(base, loras[1], p, 12)
+        assert len({tuple(v) for v in expected.values()}) == 3  # adapters really change the output
+        order = [a.adapter, None, b.adapter, a.adapter, b.adapter, None]
+        jobs = [(p, greedy(12), name) for name in order]
+        got = asyncio.run(together(a.engine, tok, jobs, delay_last=0.01))
+        assert [token_ids(c) for c in got] == [expected[name] for name in order]
+    finally:
+        reg.close()
+
+
+def test_lru_evicts_least_recently_used_adapter_under_budget(folders):
+    base, loras = folders
+    size = sum(f.stat().st_size for f in loras[0].glob("adapter_model.*"))
+    reg = ModelRegistry(budget_bytes=int(size * 2.5))
+    try:
+        x = reg.get(ModelSource("ft:x", "adapter", loras[0], base_path=base))
+        reg.get(ModelSource("ft:y", "adapter", loras[1], base_path=base))
+        reg.get(ModelSource("ft:x", "adapter", loras[0], base_path=base))  # x is now the most recent
+        reg.get(ModelSource("ft:z", "adapter", loras[2], base_path=base))
+        assert reg.cached() == ["ft:x", "ft:z"]
+        assert reg.used_bytes <= reg.budget
+        loaded = set(x.engine.model.peft_config)
+        assert len(loaded) == 2 and x.adapter in loaded
+        assert reg.evict("ft:x") and reg.cached() == ["ft:z"]
+        assert x.adapter not in x.engine.model.peft_config
+        assert not reg.evict("ft:x")
+    finally:
+        reg.close()
