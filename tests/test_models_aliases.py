@@ -1,0 +1,76 @@
+"""Alias table: defaults, env JSON / file overrides, dict overrides, errors."""
+
+import json
+
+import pytest
+
+from tunery.models.aliases import ALIASES_ENV, OPENAI_BASE_MODELS, list_base_models, load_aliases, resolve_alias
+from tunery.models.errors import TuneryModelError
+
+
+@pytest.fixture(autouse=True)
+def _no_env_aliases(monkeypatch):
+    monkeypatch.delenv(ALIASES_ENV, raising=False)
+
+
+def test_every_openai_base_model_maps_to_the_packaged_default():
+    table = load_aliases()
+    assert len(OPENAI_BASE_MODELS) == 16
+    assert {name: table[name] for name in OPENAI_BASE_MODELS} == {name: "default" for name in OPENAI_BASE_MODELS}
+    assert resolve_alias("gpt-4o-mini-2024-07-18", table) == "default"
+    assert resolve_alias("curie", table) == "default"
+    assert resolve_alias("/some/folder", table) == "/some/folder"
+
+
+def test_env_json_overrides_and_adds(monkeypatch):
+    monkeypatch.setenv(ALIASES_ENV, json.dumps({"gpt-4o-mini": "/models/llama", "my-model": "org/name"}))
+    table = load_aliases()
+    assert table["gpt-4o-mini"] == "/models/llama"
+    assert table["my-model"] == "org/name"
+    assert table["gpt-3.5-turbo"] == "default"
+
+
+def test_env_file_path_and_dict_override_wins(monkeypatch, tmp_path):
+    path = tmp_path / "aliases.json"
+    path.write_text(json.dumps({"davinci-002": "/a", "curie": "/b"}))
+    monkeypatch.setenv(ALIASES_ENV, str(path))
+    table = load_aliases({"curie": "/c"})
+    assert (table["davinci-002"], table["curie"]) == ("/a", "/c")
+
+
+def test_chained_alias_and_cycle():
+    table = load_aliases({"gpt-3.5-turbo": "gpt-4o-mini", "gpt-4o-mini": "/models/x"})
+    assert resolve_alias("gpt-3.5-turbo", table) == "/models/x"
+    cyclic = load_aliases({"a": "b", "b": "a"})
+    with pytest.raises(TuneryModelError, match="^model alias cycle: a -> b -> a$"):
+        resolve_alias("a", cyclic)
+
+
+def test_bad_env_json_names_the_position(monkeypatch):
+    monkeypatch.setenv(ALIASES_ENV, '{"curie": }')
+    with pytest.raises(TuneryModelError, match=r"^\$TUNERY_MODEL_ALIASES: invalid JSON at line 1 column 11: Expecting value$"):
+        load_aliases()
+
+
+def test_bad_env_file(monkeypatch, tmp_path):
+    monkeypatch.setenv(ALIASES_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(TuneryModelError, match=r"missing.json: cannot read it \(No such file or directory\)"):
+        load_aliases()
+    (tmp_path / "list.json").write_text("[1, 2]")
+    monkeypatch.setenv(ALIASES_ENV, str(tmp_path / "list.json"))
+    with pytest.raises(TuneryModelError, match="list.json: expected a JSON object mapping model names to specs, got list$"):
+        load_aliases()
+
+
+@pytest.mark.parametrize("bad", [{"curie": 3}, {"curie": ""}, {"": "/x"}])
+def test_bad_alias_values(bad):
+    with pytest.raises(TuneryModelError, match="^aliases passed in: alias .* must map a non-empty name"):
+        load_aliases(bad)
+
+
+def test_list_base_models_includes_packaged_aliases_and_extras(monkeypatch):
+    monkeypatch.setenv(ALIASES_ENV, '{"team-llama": "/models/llama"}')
+    names = list_base_models({"extra": "org/name"})
+    assert names[0] == "SmolLM2-135M-Instruct"
+    assert names[1:17] == list(OPENAI_BASE_MODELS)
+    assert names[17:] == ["team-llama", "extra"]
