@@ -91,11 +91,14 @@ def _die_with_parent() -> None:
 class TrainingProcess:
     """One run of the training engine in `workdir` (config.json, train.log) writing into `out_dir`."""
 
-    def __init__(self, workdir: Path, out_dir: Path, config: dict, command: Iterable[str] | None = None):
+    def __init__(
+        self, workdir: Path, out_dir: Path, config: dict, command: Iterable[str] | None = None, env: dict[str, str] | None = None
+    ):
         self.workdir = Path(workdir)
         self.out_dir = Path(out_dir)
         self.config = config
         self.command = list(command) if command is not None else [sys.executable, "-m", "tunery.train"]
+        self.env = env  # extra environment (e.g. CUDA_VISIBLE_DEVICES of the job's GPU)
         self.config_path = self.workdir / "config.json"
         self.log_path = self.workdir / "train.log"
         self.events = EventTail(self.out_dir / "events.jsonl")
@@ -119,6 +122,7 @@ class TrainingProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
                 preexec_fn=_die_with_parent,
             )
         finally:

@@ -24,7 +24,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     VALIDATING_FILES: frozenset({QUEUED, FAILED, CANCELLED}),
     QUEUED: frozenset({RUNNING, CANCELLED, FAILED}),
     RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, PAUSED, QUEUED}),
-    PAUSED: frozenset({QUEUED, CANCELLED}),
+    # A run can finish (or fail) before the pause signal reaches it: the outcome wins.
+    PAUSED: frozenset({QUEUED, CANCELLED, SUCCEEDED, FAILED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),
