@@ -1,0 +1,731 @@
+"""The `tunery prepare` pipeline as a library: read, check, fix, split, write, count, estimate.
+
+`prepare(options, decide=..., counter=..., progress=...)` returns a `Report`; it prints nothing
+and asks nothing itself (the CLI supplies `decide` for the [Y/n] questions and renders the
+report). Two streaming passes over the input keep memory bounded whatever the file size:
+
+1. check every record (legacy prompt/completion checks, chat or DPO checks) and gather what the
+   dataset-level decisions need (hashes for duplicates, affixes, case counts...);
+2. if no error remains: apply the necessary and the accepted remedies, convert to the target
+   format, spool the records to a temporary JSONL (keeping only byte offsets), count tokens in
+   batches; then shuffle/split the offsets and copy the lines into the output files.
+
+Which format is written: `to` if given; otherwise the input's own shape, and prompt/completion
+when the records are built from table columns with templates (the legacy flow, whose separator
+and ending checks only make sense there). `to="chat"` converts prompt/completion records (or
+templated rows) to `{"messages": [system?, user, assistant]}` first, and then the chat checks run.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunery.data import legacy
+from tunery.data.collect import Collector
+from tunery.data.findings import Finding, Level
+from tunery.data.readers import BadRecord, DataError, Source, open_source
+from tunery.data.split import DEFAULT_SEED, split_indices, valid_size
+from tunery.data.templates import Template, TemplateError, Where, build_record
+from tunery.data.writer import Spool, dumps, output_paths
+
+SHAPES = ("completion", "chat", "dpo")
+TOKEN_BATCH = 512
+MAX_LABELS = 100_000  # distinct labels tracked for stratification; beyond it, not classification
+
+Decide = Callable[[Finding], bool]
+Progress = Callable[[str, int, int], None]  # (stage, done bytes, total bytes)
+
+
+class UsageError(DataError):
+    """Options that cannot work together, a bad template or filter: exit code 2."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=2)
+
+
+@dataclass
+class PrepareOptions:
+    path: Path
+    prompt: str | None = None  # templates over table columns
+    completion: str | None = None
+    system: str | None = None
+    to: str | None = None  # "chat" | "completion" | None (keep the input's shape)
+    where: str | None = None
+    valid_fraction: float | None = None
+    split: bool | None = None  # None: split classification data only (the legacy rule)
+    seed: int = DEFAULT_SEED
+    out_dir: Path | None = None
+
+
+@dataclass
+class Report:
+    input: str
+    format: str
+    unit: str  # what finding lines count: "line" or "row"
+    shape: str | None = None  # what the input records are: completion, chat, dpo
+    target: str | None = None  # what was written
+    task: str | None = None  # legacy task type (prompt/completion data)
+    n_read: int = 0  # records read (after --where)
+    n_filtered: int = 0  # rows --where left out
+    n_examples: int = 0  # examples written
+    n_train: int = 0
+    n_valid: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    remedies: list[dict[str, Any]] = field(default_factory=list)  # recommended remedies and the answers
+    tokens: dict[str, Any] | None = None
+    estimates: dict[str, Any] | None = None
+    outputs: list[str] = field(default_factory=list)
+    classification: dict[str, Any] | None = None  # n_classes, positive_class, labels
+    separator: str | None = None  # what every prompt ends with (legacy data)
+    stop: str | None = None  # what every completion ends with
+    seed: int = DEFAULT_SEED
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level is Level.ERROR]
+
+    @property
+    def usable(self) -> bool:
+        return not self.errors and bool(self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        levels = Counter(f.level.value for f in self.findings)
+        return {
+            "input": self.input,
+            "format": self.format,
+            "unit": self.unit,
+            "shape": self.shape,
+            "target": self.target,
+            "task": self.task,
+            "usable": self.usable,
+            "counts": {
+                "read": self.n_read,
+                "filtered": self.n_filtered,
+                "examples": self.n_examples,
+                "train": self.n_train,
+                "valid": self.n_valid,
+                "errors": levels.get("error", 0),
+                "warnings": levels.get("warning", 0),
+                "fixes": levels.get("fix", 0),
+            },
+            "findings": [f.to_dict() for f in self.findings],
+            "remedies": self.remedies,
+            "tokens": self.tokens,
+            "estimates": self.estimates,
+            "outputs": self.outputs,
+            "classification": self.classification,
+            "separator": self.separator,
+            "stop": self.stop,
+            "seed": self.seed,
+        }
+
+
+def record_shape(record: dict[str, Any]) -> str:
+    if "messages" in record:
+        return "chat"
+    if "preferred_output" in record or "non_preferred_output" in record:
+        return "dpo"
+    return "completion"
+
+
+def accept_all(finding: Finding) -> bool:
+    return True
+
+
+# -- reading: rows -> records ---------------------------------------------------------------
+
+
+class _Records:
+    """Iterates `(position, record)` after `--where` and the templates; re-iterable for pass 2."""
+
+    def __init__(self, source: Source, options: PrepareOptions):
+        self.source = source
+        self.options = options
+        self.where = Where(options.where) if options.where else None
+        self.templated = options.prompt is not None or options.completion is not None
+        if self.templated and options.completion is None:
+            raise UsageError("--prompt needs --completion (the text the model learns to write)")
+        self.prompt = Template(options.prompt, "--prompt") if options.prompt is not None else None
+        self.completion = Template(options.completion, "--completion") if options.completion is not None else None
+        self.filtered = 0
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        self.filtered = 0
+        checked = False
+        where, to = self.where, self.options.to or "completion"
+        for position, record in self.source:
+            if isinstance(record, dict):
+                if not checked:
+                    checked = True
+                    columns = [str(k) for k in record]
+                    for t in (self.where, self.prompt, self.completion):
+                        if t is not None:
+                            try:
+                                t.check_columns(columns)
+                            except TemplateError as exc:
+                                raise UsageError(str(exc)) from None
+                if where is not None and not where(record):
+                    self.filtered += 1
+                    continue
+                if self.templated:
+                    record = build_record(record, self.prompt, self.completion, self.options.system, to)
+            yield position, record
+
+
+def _to_chat(record: dict[str, Any], system: str | None) -> dict[str, Any]:
+    """A prompt/completion record as a single-turn chat example."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": record.get("prompt") or ""})
+    messages.append({"role": "assistant", "content": record.get("completion")})
+    return {"messages": messages}
+
+
+def _chat_label(record: dict[str, Any]) -> str | None:
+    """The last assistant answer: the class of a chat classification example."""
+    for m in reversed(record.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            content = m.get("content")
+            return content if isinstance(content, str) else None
+    return None
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+def prepare(
+    options: PrepareOptions,
+    decide: Decide = accept_all,
+    counter: Any = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Check and prepare one file. Raises `DataError` (or `UsageError`) when it cannot start."""
+    if options.to not in (None, "chat", "completion"):
+        raise UsageError(f"--to must be 'chat' or 'completion', not {options.to!r}")
+    if options.system and options.to != "chat":
+        raise UsageError("--system needs --to chat (a system message exists only in chat examples)")
+    if options.valid_fraction is not None and not 0 < options.valid_fraction < 1:
+        raise UsageError(f"--valid-fraction must be between 0 and 1, got {options.valid_fraction}")
+    if options.split is False and options.valid_fraction is not None:
+        raise UsageError("--valid-fraction and --no-split contradict each other")
+    try:
+        records = _Records(open_source(options.path), options)
+    except TemplateError as exc:
+        raise UsageError(str(exc)) from None
+    source = records.source
+    report = Report(input=str(options.path), format=source.format, unit=source.unit, seed=options.seed)
+    collector = Collector()
+    collector.extend(source.notes)
+    def tick(stage: str) -> Callable[[], None] | None:
+        if progress is None:
+            return None
+        return lambda: progress(stage, source.bytes_read, source.size)
+
+    # Pass 1: check.
+    shape, first_line, check = None, None, None
+    n = 0
+    on_tick = tick("checking")
+    for position, record in records:
+        n += 1
+        if on_tick is not None and n % 2048 == 0:
+            on_tick()
+        if isinstance(record, BadRecord):
+            collector.add(_error("invalid_json", f"{source.unit} {position}: {record.message}", position))
+            continue
+        if not isinstance(record, dict):
+            collector.add(
+                _error("data_type", f"{source.unit} {position}: must be a JSON object, not {type(record).__name__}", position)
+            )
+            continue
+        this = record_shape(record)
+        if shape is None:
+            shape, first_line = this, position
+            target = options.to or shape
+            if shape == "chat" and target == "completion" or shape == "dpo" and target != "dpo" and options.to:
+                raise UsageError(f"{source.path}: cannot convert {shape} examples to {target} examples")
+            check = _checker(target, shape, source.unit, collector, options.system)
+        elif this != shape:
+            collector.add(
+                _error(
+                    "mixed_format",
+                    f"{source.unit} {position} is a {this} example, but the file starts with {shape} examples "
+                    f"({source.unit} {first_line}); use one format per file",
+                    position,
+                )
+            )
+            continue
+        check.add(position, record)
+    if on_tick is not None:
+        on_tick()
+    report.n_filtered = records.filtered
+    report.n_read = n
+    if records.filtered:
+        collector.add(
+            Finding("filtered", Level.INFO, f"--where left out {records.filtered} rows", count=records.filtered)
+        )
+    if shape is None:
+        if n == 0:
+            collector.add(_error("no_examples", "no examples to prepare" + (" after --where" if records.filtered else ""), None))
+        report.findings = collector.findings()
+        return report
+    report.shape = shape
+    report.target = check.target
+    if collector.has_errors():  # the remedies do not fix errors: report them all and stop
+        report.findings = collector.findings() + check.dataset_findings()
+        return report
+    check.decide(decide)
+    report.findings = collector.findings() + check.dataset_findings()
+    report.remedies = [
+        {"code": r.finding.code, "remedy": r.finding.data.get("remedy"), "applied": bool(r.finding.data.get("applied"))}
+        for r in check.remedies
+    ]
+    report.task = check.task
+    if check.fatal or any(f.level is Level.ERROR for f in report.findings):
+        return report
+
+    # Pass 2: fix, convert, spool, count tokens.
+    out_dir = options.out_dir if options.out_dir is not None else source.path.parent
+    with Spool(out_dir) as spool:
+        tally = _Tokens(counter, check.target)
+        on_tick = tick("writing")
+        i = 0
+        for position, record in records:
+            out = check.apply(i, position, record)
+            i += 1
+            if out is not None:
+                spool.add(dumps(out))
+                tally.add(out)
+            if on_tick is not None and i % 2048 == 0:
+                on_tick()
+        tally.flush()
+        if on_tick is not None:
+            on_tick()
+        report.findings.extend(check.final_findings())
+        report.n_examples = len(spool)
+        report.task = check.final_task()
+        labels = check.labels()
+        if labels is not None:
+            report.classification = check.classification()
+        report.separator, report.stop = check.affixes()
+        if report.n_examples == 0:
+            report.findings.append(_error("no_examples", "no examples are left after the remedies", None))
+            return report
+
+        # Split, shuffle, write.
+        n_out = report.n_examples
+        split = options.split
+        if split is None:
+            split = options.valid_fraction is not None or labels is not None
+        if split and n_out < 2:
+            report.findings.append(
+                Finding("no_split", Level.WARNING, f"{n_out} example cannot be split; wrote a single file")
+            )
+            split = False
+        n_valid = valid_size(n_out, options.valid_fraction) if split else 0
+        stratify = labels if (split and labels is not None) else None
+        train, valid = split_indices(n_out, n_valid, stratify, options.seed)
+        paths = output_paths(source.path, options.out_dir, split)
+        for p in paths:
+            if p.resolve() == source.path.resolve():
+                raise UsageError(f"{p}: the output would overwrite the input")
+        total = spool.offsets[-1]
+        done = 0
+        for path, order in zip(paths, (train, valid) if split else (train,)):
+            base = done
+            done += spool.write(path, order, (lambda b, base=base: progress("writing", base + b, total)) if progress else None)
+            report.outputs.append(str(path))
+        report.n_train, report.n_valid = len(train), len(valid)
+        if tally.enabled:
+            report.tokens = tally.summary(train, valid)
+            report.estimates = _estimates(report.n_train, report.tokens)
+    if report.n_train < 10:
+        report.findings.append(
+            Finding(
+                "too_few_training_examples",
+                Level.WARNING,
+                f"the training file has {report.n_train} examples; a fine-tuning job needs at least 10",
+                data={"n_train": report.n_train},
+            )
+        )
+    return report
+
+
+def _error(code: str, message: str, line: int | None, field: str | None = None) -> Finding:
+    return Finding(code=code, level=Level.ERROR, message=message, line=line, field=field)
+
+
+# -- per-shape checks and remedies ----------------------------------------------------------
+
+
+def _checker(target: str, shape: str, unit: str, collector: Collector, system: str | None) -> _Check:
+    if target == "completion":
+        return _LegacyCheck(collector, unit)
+    if target == "chat":
+        return _ChatCheck(collector, unit, convert=shape == "completion", system=system)
+    return _DpoCheck(collector, unit)
+
+
+class _Check:
+    """Pass 1 (`add`), decisions (`decide`), pass 2 (`apply`) for one target format."""
+
+    target = ""
+    task: str | None = None
+    fatal = False
+    remedies: list[legacy.Remedy] = []
+
+    def add(self, position: int, record: dict[str, Any]) -> None: ...
+
+    def decide(self, decide: Decide) -> None: ...
+
+    def apply(self, index: int, position: int, record: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def dataset_findings(self) -> list[Finding]:
+        return []
+
+    def final_findings(self) -> list[Finding]:
+        return []
+
+    def final_task(self) -> str | None:
+        return self.task
+
+    def labels(self) -> Any:
+        return None
+
+    def classification(self) -> dict[str, Any] | None:
+        return None
+
+    def affixes(self) -> tuple[str | None, str | None]:
+        return None, None
+
+
+class _Labels:
+    """Label ids per written example, for stratified splits; gives up past MAX_LABELS classes."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()
+        self.per_example = array("i")
+        self.overflow = False
+
+    def add(self, label: str | None) -> None:
+        if self.overflow:
+            return
+        key = label if label is not None else ""
+        i = self.ids.get(key)
+        if i is None:
+            if len(self.ids) >= MAX_LABELS:
+                self.overflow = True
+                self.ids.clear()
+                self.per_example = array("i")
+                return
+            i = self.ids[key] = len(self.ids)
+        self.counts[key] += 1
+        self.per_example.append(i)
+
+    def is_classification(self) -> bool:
+        n = len(self.per_example)
+        return not self.overflow and n > 0 and len(self.ids) < n / legacy.CLASSIFICATION_THRESHOLD
+
+    def summary(self) -> dict[str, Any]:
+        n_classes = len(self.ids)
+        most = self.counts.most_common()
+        return {
+            "n_classes": n_classes,
+            # the legacy tool's positive class for binary metrics: the most frequent completion
+            "positive_class": most[0][0] if n_classes == 2 else None,
+            "labels": dict(most[:50]),
+        }
+
+
+class _LegacyCheck(_Check):
+    target = "completion"
+
+    def __init__(self, collector: Collector, unit: str):
+        self.collector = collector
+        self.scan = legacy.LegacyScan(collector, unit)
+        self.plan: legacy.LegacyPlan | None = None
+        self.remedies = []
+        self.labels_ = _Labels()
+        self.prompts = legacy._Affixes()
+        self.completions = legacy._Affixes()
+        self.repeated = {"prompt": [0, None], "completion": [0, None]}
+        self.unit = unit
+
+    def add(self, position: int, record: dict[str, Any]) -> None:
+        pair = self.scan.fields(position, record)
+        if pair is not None:
+            self.scan.add(position, *pair)
+
+    def decide(self, decide: Decide) -> None:
+        self.plan = self.scan.finish()
+        self.task = self.plan.task
+        self.fatal = self.plan.fatal
+        self.remedies = self.plan.remedies
+        if not self.fatal:
+            self.plan.decide(decide)
+        # Pass 2 reads the fields again; what they report was already reported in pass 1.
+        self.scan.collector = Collector()
+
+    def dataset_findings(self) -> list[Finding]:
+        return self.plan.findings if self.plan is not None else []
+
+    def apply(self, index: int, position: int, record: dict[str, Any]) -> dict[str, Any] | None:
+        plan = self.plan
+        if not plan.keep(index):
+            return None
+        p, c = self.scan.fields(position, record)
+        for name, value, suffix in (("prompt", p, plan.common_prompt_suffix), ("completion", c, plan.common_completion_suffix)):
+            if suffix and suffix in value[: -len(suffix)]:
+                seen = self.repeated[name]
+                seen[0] += 1
+                seen[1] = seen[1] or position
+        p, c = plan.transform(p, c)
+        self.prompts.add(p)
+        self.completions.add(c)
+        self.labels_.add(c)
+        return {"prompt": p, "completion": c}
+
+    def final_findings(self) -> list[Finding]:
+        out = []
+        plan = self.plan
+        for name, suffix in (("prompt", plan.common_prompt_suffix), ("completion", plan.common_completion_suffix)):
+            count, line = self.repeated[name]
+            if count:
+                out.append(
+                    Finding(
+                        f"{name}_suffix_repeated",
+                        Level.WARNING,
+                        f"{count} {name}s contain the common suffix `{legacy.show(suffix)}` more than once "
+                        f"(first at {self.unit} {line}); make the {'separator' if name == 'prompt' else 'ending'} unique",
+                        line=line,
+                        field=name,
+                        count=count,
+                    )
+                )
+        return out
+
+    def final_task(self) -> str | None:
+        # The legacy tool infers the task again on the final data (after the remedies) to split it.
+        if self.task == legacy.OPEN_ENDED or self.prompts.n == 0:
+            return self.task
+        return legacy.CLASSIFICATION if self.labels_.is_classification() else legacy.CONDITIONAL
+
+    def labels(self) -> Any:
+        if self.final_task() != legacy.CLASSIFICATION:
+            return None
+        return self.labels_.per_example
+
+    def classification(self) -> dict[str, Any] | None:
+        return self.labels_.summary()
+
+    def affixes(self) -> tuple[str | None, str | None]:
+        return self.prompts.suffix or None, self.completions.suffix or None
+
+
+class _Dedup:
+    """Duplicate examples by a 64-bit hash of their canonical JSON (first one kept)."""
+
+    def __init__(self, unit: str):
+        self.unit = unit
+        self.hashes = array("q")
+        self.lines = array("q")
+        self.drop = False
+        self.flags: Any = None
+
+    def add(self, position: int, record: Any) -> None:
+        self.hashes.append(hash(json.dumps(record, sort_keys=True, ensure_ascii=False)))
+        self.lines.append(position)
+
+    def finding(self) -> tuple[Finding, legacy.Remedy] | None:
+        import numpy as np
+
+        h = np.frombuffer(self.hashes, dtype=np.int64)
+        _, first = np.unique(h, return_index=True)
+        flags = np.ones(len(h), dtype=bool)
+        flags[first] = False
+        self.flags = flags
+        dups = np.flatnonzero(flags)
+        if not len(dups):
+            return None
+        lines = [int(self.lines[int(i)]) for i in dups[:5]]
+        f = Finding(
+            "duplicate_examples",
+            Level.WARNING,
+            f"{len(dups)} examples are exact duplicates of earlier ones (first at {self.unit} {', '.join(map(str, lines))})",
+            line=lines[0],
+            count=len(dups),
+            lines=lines,
+            data={"remedy": f"Remove {len(dups)} duplicate examples", "recommended": True},
+        )
+        return f, legacy.Remedy(f, lambda: setattr(self, "drop", True))
+
+    def keep(self, index: int) -> bool:
+        return not (self.drop and self.flags[index])
+
+
+class _ChatCheck(_Check):
+    target = "chat"
+
+    def __init__(self, collector: Collector, unit: str, convert: bool, system: str | None):
+        from tunery.data.chat import ChatStats
+
+        self.collector = collector
+        self.unit = unit
+        self.convert = convert
+        self.system = system
+        self.stats = ChatStats()
+        self.dedup = _Dedup(unit)
+        self.findings: list[Finding] = []
+        self.remedies = []
+        self.labels_ = _Labels()
+
+    def _record(self, record: dict[str, Any]) -> dict[str, Any]:
+        return _to_chat(record, self.system) if self.convert else record
+
+    def add(self, position: int, record: dict[str, Any]) -> None:
+        from tunery.data.chat import check_chat_record
+
+        record = self._record(record)
+        problems = check_chat_record(record, position)
+        self.collector.extend(problems)
+        if not any(p.level is Level.ERROR for p in problems):
+            self.stats.add(record, position)
+        self.dedup.add(position, record)
+
+    def decide(self, decide: Decide) -> None:
+        found = self.dedup.finding()
+        if found is not None:
+            self.findings.append(found[0])
+            self.remedies.append(found[1])
+        for r in self.remedies:
+            r.finding.data["applied"] = accepted = bool(decide(r.finding))
+            if accepted:
+                r.apply()
+
+    def dataset_findings(self) -> list[Finding]:
+        return self.stats.findings() + self.findings
+
+    def apply(self, index: int, position: int, record: dict[str, Any]) -> dict[str, Any] | None:
+        if not self.dedup.keep(index):
+            return None
+        record = self._record(record)
+        self.labels_.add(_chat_label(record))
+        return record
+
+    def labels(self) -> Any:
+        return self.labels_.per_example if self.labels_.is_classification() else None
+
+    def final_task(self) -> str | None:
+        return legacy.CLASSIFICATION if self.labels_.is_classification() else None
+
+    def classification(self) -> dict[str, Any] | None:
+        return self.labels_.summary()
+
+
+class _DpoCheck(_ChatCheck):
+    target = "dpo"
+
+    def __init__(self, collector: Collector, unit: str):
+        self.collector = collector
+        self.unit = unit
+        self.dedup = _Dedup(unit)
+        self.findings = []
+        self.remedies = []
+        self.labels_ = _Labels()
+
+    def add(self, position: int, record: dict[str, Any]) -> None:
+        from tunery.data.dpo import check_dpo_record
+
+        self.collector.extend(check_dpo_record(record, position))
+        self.dedup.add(position, record)
+
+    def dataset_findings(self) -> list[Finding]:
+        return self.findings
+
+    def apply(self, index: int, position: int, record: dict[str, Any]) -> dict[str, Any] | None:
+        return record if self.dedup.keep(index) else None
+
+    def labels(self) -> Any:
+        return None
+
+    def final_task(self) -> str | None:
+        return None
+
+
+# -- tokens and estimates (the partner modules, isolated here) ------------------------------
+
+
+class _Tokens:
+    """Token counts per written example (4 bytes each), summarised per split after writing."""
+
+    def __init__(self, counter: Any, target: str):
+        self.counter = counter
+        self.enabled = counter is not None
+        self.target = target
+        self.batch: list[dict[str, Any]] = []
+        self.total = array("i")
+        self.trained = array("i")
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            self.batch.append(record)
+            if len(self.batch) >= TOKEN_BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        records, self.batch = self.batch, []
+        if self.target == "completion":
+            counts = self.counter.count_completion(records)
+        elif self.target == "chat":
+            counts = self.counter.count_chat(records)
+        else:  # DPO: the prompt and each answer; the preferred answer is what is trained
+            chats = []
+            for r in records:
+                messages = list((r.get("input") or {}).get("messages") or [])
+                chats.append({"messages": messages + list(r.get("preferred_output") or []), "tools": (r.get("input") or {}).get("tools")})
+            counts = self.counter.count_chat(chats)
+        for total, trained in counts:
+            self.total.append(total)
+            self.trained.append(trained)
+
+    def summary(self, train: Any, valid: Any) -> dict[str, Any]:
+        import numpy as np
+
+        from tunery.data.tokens import Histogram
+
+        total = np.frombuffer(self.total, dtype=np.int32).astype(np.int64)
+        trained = np.frombuffer(self.trained, dtype=np.int32).astype(np.int64)
+        context = getattr(self.counter, "context_length", None)
+        t_total = total[train]
+        hist = Histogram()
+        for value, times in zip(*np.unique(t_total, return_counts=True)):
+            hist.add(int(value), int(times))
+        capped = np.minimum(t_total, context) if context else t_total
+        over = int((t_total > context).sum()) if context else 0
+        return {
+            "context_length": context,
+            "per_example": hist.summary(),
+            "train_tokens": int(t_total.sum()),
+            "train_tokens_capped": int(capped.sum()),  # what one epoch trains on (examples truncated)
+            "trained_tokens": int(trained[train].sum()),  # assistant / completion tokens
+            "valid_tokens": int(total[valid].sum()) if len(valid) else 0,
+            "over_context": over,
+        }
+
+
+def _estimates(n_train: int, tokens: dict[str, Any]) -> dict[str, Any] | None:
+    """Epochs by OpenAI's auto rule, billed tokens and costs (the partner's `estimates` module)."""
+    if n_train <= 0:
+        return None
+    from tunery.data.auto import auto_n_epochs
+
+    epochs = auto_n_epochs(n_train)
+    per_epoch = tokens["train_tokens_capped"]
+    return {"n_epochs": epochs, "tokens_per_epoch": per_epoch, "billed_tokens": per_epoch * epochs}
