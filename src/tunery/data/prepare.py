@@ -524,7 +524,9 @@ class _LegacyCheck(_Check):
         return self.labels_.summary()
 
     def affixes(self) -> tuple[str | None, str | None]:
-        return self.prompts.suffix or None, self.completions.suffix or None
+        # A stop sequence is the common ending of varied completions; a class label has none.
+        stop = self.completions.suffix if self.final_task() == legacy.CONDITIONAL and not self.completions.all_same else ""
+        return self.prompts.suffix or None, stop or None
 
 
 class _Dedup:
