@@ -22,8 +22,9 @@ def cache(tmp_path_factory):
     """A fresh cache holding what a crash mid-conversion leaves, then one real conversion."""
     root = tmp_path_factory.mktemp("tunery-cache")
     models = root / "models"
-    (models / f".tmp-{NAME}-crashed").mkdir(parents=True)
-    (models / f".tmp-{NAME}-crashed" / "model.safetensors").write_bytes(b"half a file")
+    crashed = models / ".tmp" / NAME / "crashed"
+    crashed.mkdir(parents=True)
+    (crashed / "model.safetensors").write_bytes(b"half a file")
     (models / NAME).mkdir()
     (models / NAME / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 1}')
     with pytest.MonkeyPatch.context() as patch:
@@ -56,7 +57,8 @@ def test_default_converts_over_crash_debris(use_cache):
     folder = root / "models" / NAME
     assert (resolved.name, resolved.path, resolved.source, resolved.context_length) == (NAME, folder, "packaged", 8192)
     assert len(messages) == 1 and messages[0].startswith(f"Converting {PACKAGED_GGUF} to safetensors")
-    assert sorted(p.name for p in (root / "models").iterdir()) == [f".{NAME}.lock", NAME]  # debris removed
+    assert sorted(p.name for p in (root / "models").iterdir()) == [f".{NAME}.lock", ".tmp", NAME]
+    assert list((root / "models" / ".tmp" / NAME).iterdir()) == []  # debris and the partial folder removed
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json", MARKER} <= {
         p.name for p in folder.iterdir()
     }

@@ -185,10 +185,33 @@ def test_partial_folder_is_not_complete(tmp_path):
 def test_failed_conversion_leaves_nothing_behind(tmp_path):
     gguf = tmp_path / "broken.Q4_0.gguf"
     gguf.write_bytes(b"not a gguf file at all")
+    models = tmp_path / "cache" / "models" / "gguf"
+    crashed = models / ".tmp" / "broken.Q4_0-22" / "crashed"  # an earlier crash of this conversion
+    other = models / ".tmp" / "broken.Q4_0-220" / "running"  # another file's conversion in progress
+    for folder in (crashed, other):
+        folder.mkdir(parents=True)
     with pytest.raises(ModelConversionError, match=r"^cannot load GGUF .*broken.Q4_0.gguf: "):
         resolve_model(str(gguf))
-    models = tmp_path / "cache" / "models" / "gguf"
-    assert [p.name for p in models.iterdir()] == [".broken.Q4_0-22.lock"]
+    assert sorted(p.name for p in models.iterdir()) == [".broken.Q4_0-22.lock", ".tmp"]
+    assert list((models / ".tmp" / "broken.Q4_0-22").iterdir()) == []
+    assert other.is_dir()
+
+
+def test_unwritable_cache_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "a-file"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    with pytest.raises(ModelConversionError, match=r"^cannot write the converted model to .*/a-file/models/gguf/m-1: "
+                       r"Not a directory; set \$TUNERY_CACHE to a writable folder$"):
+        resolve_model(str(gguf))
+
+
+def test_invalid_config_json(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"max_position_embeddings": 12,}')
+    with pytest.raises(TuneryModelError, match=r"bad/config.json: invalid JSON at line 1 column 32: Expecting property name"):
+        resolve_model(str(tmp_path / "bad"))
 
 
 def test_waiter_uses_a_conversion_finished_while_it_waited(tmp_path):

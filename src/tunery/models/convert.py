@@ -23,7 +23,7 @@ from pathlib import Path
 from tunery.models.errors import ModelConversionError
 
 MARKER = "tunery-source.json"
-_TMP_PREFIX = ".tmp-"
+_TMP_DIR = ".tmp"
 
 
 def cache_root() -> Path:
@@ -61,21 +61,32 @@ def ensure_converted(gguf: Path, folder: Path, on_convert: Callable[[str], None]
     key = gguf_key(gguf)
     if is_converted(folder, key):
         return folder
+    try:
+        return _convert_locked(gguf, folder, key, on_convert)
+    except OSError as exc:  # unwritable cache, disk full: one line, not a traceback
+        raise ModelConversionError(
+            f"cannot write the converted model to {folder}: {exc.strerror or exc}; set $TUNERY_CACHE to a writable folder"
+        ) from exc
+
+
+def _convert_locked(gguf: Path, folder: Path, key: dict, on_convert) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _locked(folder.parent / f".{folder.name}.lock"):
         if is_converted(folder, key):  # another process finished it while we waited
             return folder
-        # Holding the lock, any temp dir for this folder is a crashed conversion's leftover.
-        for leftover in folder.parent.glob(f"{_TMP_PREFIX}{folder.name}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        # Temp dirs live in .tmp/<name>/ (same filesystem, so rename is atomic); holding the lock,
+        # anything there is a crashed conversion's leftover.
+        scratch = folder.parent / _TMP_DIR / folder.name
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
         if on_convert:
             on_convert(f"Converting {gguf.name} to safetensors in {folder} (once, ~30 s)")
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{folder.name}-", dir=folder.parent))
+        tmp = Path(tempfile.mkdtemp(dir=scratch))
         try:
             _convert(gguf, tmp)
             (tmp / MARKER).write_text(json.dumps({"source": key, "gguf_path": str(gguf)}, indent=2))
             if folder.exists():  # a stale or partial folder: move it aside, then swap in the new one
-                stale = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{folder.name}-stale-", dir=folder.parent))
+                stale = Path(tempfile.mkdtemp(prefix="stale-", dir=scratch))
                 os.rename(folder, stale / folder.name)
                 shutil.rmtree(stale, ignore_errors=True)
             os.rename(tmp, folder)

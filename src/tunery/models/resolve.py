@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tunery.models.aliases import DEFAULT_TARGET, load_aliases, resolve_alias
 from tunery.models.convert import cache_root, ensure_converted
-from tunery.models.errors import ModelNotFoundError
+from tunery.models.errors import ModelNotFoundError, TuneryModelError
 from tunery.models.packaged import PACKAGED_NAME, PACKAGED_NAMES, packaged_gguf
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -107,7 +107,12 @@ def _resolved(name: str, folder: Path, source: str, asked: str) -> ResolvedModel
 
 
 def _context_length(folder: Path) -> int | None:
-    config = json.loads((folder / "config.json").read_text())
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except ValueError as exc:
+        raise TuneryModelError(f"{folder / 'config.json'}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(config, dict):
+        raise TuneryModelError(f"{folder / 'config.json'}: expected a JSON object")
     for section in (config, config.get("text_config") or {}):
         for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
             if isinstance(section.get(key), int):
