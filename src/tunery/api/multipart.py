@@ -42,7 +42,7 @@ async def read_form(request: Request, file_field: str, open_sink: Callable[[str]
             "The request must be multipart/form-data with a 'file' part and a 'purpose' field.",
         )
     form = FormStream()
-    state: dict = {"headers": {}, "field": b"", "value": b"", "name": None, "buf": None, "target": None}
+    state: dict = {"headers": {}, "field": b"", "value": b"", "name": None, "buf": None, "target": None, "end": False}
 
     def on_part_begin() -> None:
         state.update(headers={}, name=None, buf=None, target=None)
@@ -81,6 +81,9 @@ async def read_form(request: Request, file_field: str, open_sink: Callable[[str]
         if state["buf"] is not None and state["name"]:
             form.fields[state["name"]] = state["buf"].decode("utf-8", "replace")
 
+    def on_end() -> None:
+        state["end"] = True
+
     parser = MultipartParser(
         params[b"boundary"],
         {
@@ -91,6 +94,7 @@ async def read_form(request: Request, file_field: str, open_sink: Callable[[str]
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
     try:
@@ -99,4 +103,6 @@ async def read_form(request: Request, file_field: str, open_sink: Callable[[str]
         parser.finalize()
     except MultipartParseError as exc:
         raise APIError(400, f"The multipart body could not be parsed: {exc}.") from None
+    if not state["end"]:  # a truncated body would otherwise pass as a shorter file
+        raise APIError(400, "The multipart body could not be parsed: it ends before its closing boundary.")
     return form
