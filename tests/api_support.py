@@ -139,6 +139,8 @@ def _nullable_to_anyof(node):
     """OpenAPI 3.0's `nullable: true` → JSON Schema's `anyOf [..., null]` (the spec mixes both)."""
     if isinstance(node, dict):
         node = {k: _nullable_to_anyof(v) for k, v in node.items()}
+        if node.get("exclusiveMinimum") is True and "minimum" in node:  # OpenAPI 3.0's boolean form
+            node["exclusiveMinimum"] = node.pop("minimum")
         if node.pop("nullable", False):
             return {"anyOf": [node, {"type": "null"}]}
         return node
