@@ -152,6 +152,15 @@ def add_checkpoint(
     return checkpoint
 
 
+def forget_missing_checkpoints(session: Session, job_id: str) -> None:
+    """Mark checkpoints whose folder the trainer has rotated away as deleted."""
+    from pathlib import Path
+
+    for ckpt in session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job_id, JobCheckpoint.deleted.is_(False))):
+        if not Path(ckpt.path).exists():
+            ckpt.deleted = True
+
+
 def list_checkpoints(session: Session, job_id: str, *, after: str | None = None, limit: int = 10) -> tuple[list[JobCheckpoint], bool]:
     """Newest first, only checkpoints whose weights still exist."""
     stmt = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id, JobCheckpoint.deleted.is_(False))

@@ -127,6 +127,7 @@ class TrainingProcess:
             )
         finally:
             log.close()
+        (self.workdir / "train.pid").write_text(f"{self.proc.pid}\n")  # for operators (and tests) to find it
 
     @property
     def pid(self) -> int | None:

@@ -265,8 +265,10 @@ class Worker:
                 return
             if outcome.status == "cancelled":
                 if queue.transition(session, job_id, states.CANCELLED, [states.RUNNING], worker_id=None):
-                    pass  # the trainer stopped on its own SIGTERM (e.g. sent by an operator)
-                queue.add_event(session, job_id, "Fine-tuning job cancelled.")
+                    # the trainer got a SIGTERM that was not ours (e.g. from an operator)
+                    queue.add_event(session, job_id, "Fine-tuning job cancelled.")
+                else:
+                    queue.add_event(session, job_id, "The training process stopped after the cancellation.")
                 return
             if job.status in live:
                 error = outcome.error or {"code": "training_error", "message": "Training failed.", "param": None}
@@ -328,6 +330,7 @@ class _Forwarder:
                     path = path if path.is_absolute() else self.out / path
                     name = None if self.legacy else checkpoint_model_name(self.model_name, data["step"])
                     queue.add_checkpoint(session, job, data["step"], str(path), data.get("metrics") or {}, data.get("epoch"), name)
+                    queue.forget_missing_checkpoints(session, self.job_id)  # the trainer keeps only the newest few
                     queue.add_event(session, self.job_id, message or f"Checkpoint created at step {data['step']}", level=level,
                                     created_at=created)
                 elif message:

@@ -79,16 +79,17 @@ def retrieve(fine_tuning_job_id: str, project: Project = Depends(current_project
         return FineTuningJob.of(load_job(session, project, fine_tuning_job_id))
 
 
-def change_status(store: Store, project: Project, job_id: str, dst: str, verb: str, legacy: bool = False, **values) -> Job:
-    """Move a job to `dst` or answer 400 naming its current status."""
+def change_status(store: Store, project: Project, job_id: str, dst: str, verb: str, legacy: bool = False,
+                  src: tuple[str, ...] | None = None, **values) -> Job:
+    """Move a job to `dst` (from `src`, default any status allowed) or answer 400 naming its status."""
     with store.db.session_scope() as session:
         job = load_job(session, project, job_id, legacy)
-        if not queue.transition(session, job.id, dst, **values):
+        if not queue.transition(session, job.id, dst, src, **values):
             current = queue.status_of(session, job.id)
             raise APIError(400, f"Job {job.id} cannot be {verb}: its status is '{current}'.", param="fine_tuning_job_id",
                            code="invalid_job_status")
         queue.add_event(session, job.id, {
-            states.CANCELLED: "Fine-tuning job cancellation requested" if job.status == states.RUNNING else "Fine-tuning job cancelled.",
+            states.CANCELLED: "Fine-tuning job cancelled.",
             states.PAUSED: "Fine-tuning job pause requested: checkpointing",
             states.QUEUED: "Fine-tuning job resume requested: queued to continue from its checkpoint",
         }[dst])
@@ -108,7 +109,7 @@ def pause(fine_tuning_job_id: str, project: Project = Depends(current_project), 
 
 @router.post("/fine_tuning/jobs/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
 def resume(fine_tuning_job_id: str, project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    return FineTuningJob.of(change_status(store, project, fine_tuning_job_id, states.QUEUED, "resumed", resume=True,
+    return FineTuningJob.of(change_status(store, project, fine_tuning_job_id, states.QUEUED, "resumed", src=(states.PAUSED,), resume=True,
                                           finished_at=None))
 
 
