@@ -36,7 +36,7 @@ def _register() -> None:
     # Each module exposes `register(app)`; a module that is not written yet is simply absent.
     import importlib
 
-    for name in ("prepare", "models", "train", "serve", "client", "chat", "eval"):
+    for name in ("prepare", "models", "train", "serve", "client", "chat", "eval", "jobs"):
         try:
             module = importlib.import_module(f"tunery.cli.{name}")
         except ModuleNotFoundError as exc:
