@@ -23,7 +23,7 @@ import torch
 
 from tunery.serve.batch_cache import BatchCache
 from tunery.serve.detokenize import TextStream
-from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, sample_batch
+from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, sample_batch, score_prompt
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -50,6 +50,7 @@ class Generation:
     generated: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     first_token_at: float | None = None
+    prompt_logprobs: list[TokenChoice | None] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     _queue: asyncio.Queue | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -198,15 +199,15 @@ class Engine:
                 self._fail(gen, exc)
         self._drop_finished()  # a request can finish on its first token
 
-    def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None]):
+    def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None], all_positions=False):
         kwargs = {}
         if hasattr(self.model, "peft_config"):
             kwargs["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs,
+            past_key_values=cache, use_cache=True, logits_to_keep=0 if all_positions else 1, **kwargs,
         )
-        return out.logits[:, -1, :]
+        return out.logits if all_positions else out.logits[:, -1, :]
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -217,7 +218,12 @@ class Engine:
         mask = torch.ones_like(ids)
         positions = torch.arange(ids.shape[1], device=device).unsqueeze(0)
         cache = BatchCache.new_single()
-        logits = self._forward(ids, mask, positions, cache, [gen.adapter])
+        if gen.params.prompt_logprobs is not None:
+            logits = self._forward(ids, mask, positions, cache, [gen.adapter], all_positions=True)[0]
+            gen.prompt_logprobs = score_prompt(logits[:-1], gen.prompt_ids, gen.params.prompt_logprobs)
+            logits = logits[-1:]
+        else:
+            logits = self._forward(ids, mask, positions, cache, [gen.adapter])
         choice = sample_batch(logits, [gen])[0]
         self._cache.add(cache, mask)
         self._running.append(gen)

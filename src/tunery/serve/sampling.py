@@ -25,6 +25,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
     top_logprobs: int = 0
+    prompt_logprobs: int | None = None  # score the prompt too (legacy `echo` + `logprobs`): top-k size
+
 
     @property
     def greedy(self) -> bool:
@@ -87,6 +89,20 @@ def sample_row(logits: torch.Tensor, params: SamplingParams, generated: list[int
         values, ids = torch.topk(raw_logprobs, params.top_logprobs)
         top = [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist())]
     return TokenChoice(token, float(raw_logprobs[token]), top)
+
+
+def score_prompt(logits: torch.Tensor, prompt_ids: list[int], top: int) -> list[TokenChoice | None]:
+    """Log-probability of each prompt token given the ones before it (`logits`: `[len, vocab]`)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    out: list[TokenChoice | None] = [None]  # the first token has no context to be scored against
+    for pos, token in enumerate(prompt_ids[1:]):
+        row = logprobs[pos]
+        best = None
+        if top:
+            values, ids = torch.topk(row, top)
+            best = [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist())]
+        out.append(TokenChoice(token, float(row[token]), best))
+    return out
 
 
 def sample_batch(logits: torch.Tensor, rows: list) -> list[TokenChoice]:
