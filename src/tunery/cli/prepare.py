@@ -59,7 +59,7 @@ def prepare(
     from tunery.data.prepare import prepare as run_prepare
     from tunery.data.readers import DataError
 
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
 
     def fail(message: str, code: int) -> None:
@@ -141,7 +141,7 @@ def _decider(accept_all: bool, err, notes: list[str]):
     asked: list[str] = []
     if accept_all:
         return (lambda finding: True), asked
-    if not sys.stdin.isatty():
+    if not _interactive():
 
         def default_yes(finding) -> bool:
             if not asked:
@@ -158,6 +158,11 @@ def _decider(accept_all: bool, err, notes: list[str]):
         return Confirm.ask(f"  [bold][Recommended][/] {_escape(finding.data.get('remedy', 'fix it'))}", default=True, console=err)
 
     return ask, asked
+
+
+def _interactive() -> bool:
+    """Whether there is a person at stdin to answer [Y/n] questions."""
+    return sys.stdin.isatty()
 
 
 class _Progress:
