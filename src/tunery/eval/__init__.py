@@ -1,1 +1,1 @@
-"""Evaluation runs and reports."""
+"""Evaluation: metrics, label parsing, few-shot prompts, running models through the serving engine, reports."""
