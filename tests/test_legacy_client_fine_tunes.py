@@ -37,8 +37,8 @@ def test_seed_legacy_calls_run_unchanged(legacy, spec, tmp_path):
     spec.validate_legacy("FineTune", ft)
     assert ft["id"].startswith("ft-") and ft["object"] == "fine-tune" and ft["model"] == "curie"
     assert ft["hyperparams"] == {"batch_size": None, "learning_rate_multiplier": None, "n_epochs": 4, "prompt_loss_weight": 0.01}
-    assert ft["training_files"][0]["id"] == out["file"]["id"]  # a whole File object
-    assert ft["training_files"][0]["filename"] == "train.jsonl" and ft["status"] == "pending"
+    assert ft["training_files"][0]["id"] == out["file"]["id"]  # a whole File object (0.28.1 names uploads "file")
+    assert ft["training_files"][0]["filename"] == "file" and ft["status"] == "pending"
     assert ft["events"][0]["object"] == "fine-tune-event"
 
     assert ft["id"] in [f["id"] for f in out["listed"]["data"]]
