@@ -192,6 +192,6 @@ def test_token_statistics_with_the_packaged_model(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     tokens = report["tokens"]
-    assert tokens["per_example"]["count"] == 40 and tokens["context_length"] == 8192
+    assert tokens["tokens_per_example"]["count"] == 40 and tokens["context_length"] == 8192
     assert report["estimates"]["n_epochs"] == 3
-    assert report["estimates"]["billed_tokens"] == 3 * tokens["train_tokens_capped"]
+    assert report["estimates"]["billed_tokens"] == 3 * tokens["billable_tokens_per_epoch"]

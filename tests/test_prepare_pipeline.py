@@ -215,15 +215,19 @@ def test_token_statistics_with_the_models_tokenizer(tmp_path):
     # classification (2 distinct completions): " ->" is added to the prompts, nothing to completions.
     # "w ... x{k} ->" is k + 2 tokens, " y" 1, EOS 1; "one two ->" 3 + " three ." 2 + EOS 1 = 6
     totals = sorted([6] + [k + 4 for k in range(1, 12)])
-    assert (t["per_example"]["min"], t["per_example"]["max"], t["per_example"]["count"]) == (5, 15, 12)
+    per = t["tokens_per_example"]
+    assert (per["min"], per["max"], per["count"]) == (5, 15, 12)
     assert t["trained_tokens"] == 3 + 11 * 2  # completion tokens + EOS each
     assert t["context_length"] == 8
-    assert t["train_tokens"] == sum(totals)
-    assert t["over_context"] == sum(1 for x in totals if x > 8)
-    assert t["train_tokens_capped"] == sum(min(x, 8) for x in totals)
+    assert t["total_tokens"] == sum(totals)
+    assert t["examples_over_context"] == sum(1 for x in totals if x > 8) == 7
+    assert t["billable_tokens_per_epoch"] == sum(min(x, 8) for x in totals)
+    over = next(f for f in report.findings if f.code == "examples_over_context")
+    assert over.lines == [6, 7, 8, 9, 10]  # input lines of the first examples over 8 tokens (k = 5..)
     est = report.estimates
     assert est["n_epochs"] == 8  # 12 examples: 100 // 12
-    assert est["billed_tokens"] == t["train_tokens_capped"] * 8
+    assert est["billed_tokens"] == t["billable_tokens_per_epoch"] * 8
+    assert est["cost_usd"]["gpt-3.5-turbo"] == round(est["billed_tokens"] / 1000 * 0.008, 6)
 
 
 def test_chat_tokens_count_assistant_content_and_end_of_turn(tmp_path):
@@ -231,5 +235,5 @@ def test_chat_tokens_count_assistant_content_and_end_of_turn(tmp_path):
     rows = [chat(i) for i in range(12)]
     report = prepare(PrepareOptions(path=jsonl(tmp_path / "c.jsonl", rows), out_dir=tmp_path), counter=counter)
     # per message: <|im_start|> role content... <|im_end|>; system 1+1+2+1, user 1+1+2+1, assistant 1+1+3+1
-    assert report.tokens["per_example"]["min"] == report.tokens["per_example"]["max"] == 16
+    assert report.tokens["tokens_per_example"]["min"] == report.tokens["tokens_per_example"]["max"] == 16
     assert report.tokens["trained_tokens"] == 12 * (3 + 1)

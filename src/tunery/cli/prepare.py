@@ -238,8 +238,9 @@ def _render(report, out, notes: list[str], asked: list[str]) -> None:
             line += ", stratified by class)" if report.classification and report.task == "classification" else ")"
     out.print(line)
 
+    shown_in_table = {"tokens_per_example", "trained_tokens_per_example"}
     for level in ("error", "warning", "fix", "info"):
-        group = [f for f in report.findings if f.level.value == level]
+        group = [f for f in report.findings if f.level.value == level and f.code not in shown_in_table]
         if not group:
             continue
         out.print(f"\n[{_STYLE[level]}]{_TITLE[level]} ({len(group)})[/]")
@@ -262,29 +263,31 @@ def _render(report, out, notes: list[str], asked: list[str]) -> None:
 
     tokens, est = report.tokens, report.estimates
     if tokens:
-        s = tokens["per_example"]
-        table = Table(title="Tokens (training file, the base model's tokenizer and chat template)", title_justify="left")
-        for col in ("examples", "min", "median", "p95", "max", "trained", "per epoch", "over context"):
+        s, t = tokens["tokens_per_example"], tokens["trained_tokens_per_example"]
+        table = Table(title="Tokens per training example (the base model's tokenizer and chat template)", title_justify="left")
+        for col in ("", "min", "median", "p95", "max", "total"):
             table.add_column(col, justify="right")
-        table.add_row(
-            f"{s['count']:,}",
-            f"{s['min']:,}",
-            f"{s['median']:,}",
-            f"{s['p95']:,}",
-            f"{s['max']:,}",
-            f"{tokens['trained_tokens']:,}",
-            f"{tokens['train_tokens_capped']:,}",
-            f"{tokens['over_context']:,}" + (f" (> {tokens['context_length']:,}, truncated)" if tokens["over_context"] else ""),
-        )
+        table.add_row("all", *(f"{s[k]:,}" for k in ("min", "median", "p95", "max", "sum")))
+        table.add_row("trained", *(f"{t[k]:,}" for k in ("min", "median", "p95", "max", "sum")))
         out.print()
         out.print(table)
+        ctx = tokens["context_length"]
+        if ctx:
+            over = tokens["examples_over_context"]
+            out.print(
+                f"Context {ctx:,} tokens: {over:,} example{'s' if over != 1 else ''} over it"
+                + (f" (truncated, {tokens['truncated_tokens']:,} tokens cut)" if over else "")
+            )
     if est:
         out.print(
-            f"Default epochs (OpenAI's auto rule): [bold]{est['n_epochs']}[/]; billed tokens = "
+            f"Epochs (OpenAI's auto rule for {est['n_examples']:,} examples): [bold]{est['n_epochs']}[/]; billed tokens = "
             f"{est['tokens_per_epoch']:,} × {est['n_epochs']} = [bold]{est['billed_tokens']:,}[/]"
         )
-        for line in _cost_lines(est):
-            out.print(line)
+        costs = ", ".join(f"{m} ${usd:,.2f}" for m, usd in est["cost_usd"].items())
+        out.print(f"OpenAI would bill (published training prices): {costs}")
+        speed = est["tokens_per_second"]
+        basis = "a conservative CPU default" if est["tokens_per_second_is_default"] else "measured"
+        out.print(f"Local training: about {_duration(est['compute_seconds'])} at {speed:,.0f} tokens/s ({basis})")
 
     if not report.outputs:
         n_err = len(report.errors)
@@ -301,13 +304,14 @@ def _render(report, out, notes: list[str], asked: list[str]) -> None:
         out.print(f"  {_escape(cmd)}")
 
 
-def _cost_lines(est: dict) -> list[str]:
-    lines = []
-    for item in est.get("costs") or []:
-        lines.append(f"  {item.get('label', item.get('model', ''))}: {item.get('text', item.get('usd', ''))}")
-    if est.get("local"):
-        lines.append(f"  {est['local']}")
-    return lines
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def _next_commands(report) -> list[str]:

@@ -299,7 +299,7 @@ def prepare(
             i += 1
             if out is not None:
                 spool.add(dumps(out))
-                tally.add(out)
+                tally.add(out, position)
             if on_tick is not None and i % 2048 == 0:
                 on_tick()
         tally.flush()
@@ -341,7 +341,8 @@ def prepare(
             report.outputs.append(str(path))
         report.n_train, report.n_valid = len(train), len(valid)
         if tally.enabled:
-            report.tokens = tally.summary(train, valid)
+            report.tokens, token_findings = tally.stats(train, valid)
+            report.findings.extend(token_findings)
             report.estimates = _estimates(report.n_train, report.tokens)
     if report.n_train < 10:
         report.findings.append(
@@ -663,7 +664,7 @@ class _DpoCheck(_ChatCheck):
 
 
 class _Tokens:
-    """Token counts per written example (4 bytes each), summarised per split after writing."""
+    """Token counts per written example (4 bytes each plus its input line), summarised per split."""
 
     def __init__(self, counter: Any, target: str):
         self.counter = counter
@@ -672,10 +673,12 @@ class _Tokens:
         self.batch: list[dict[str, Any]] = []
         self.total = array("i")
         self.trained = array("i")
+        self.lines = array("q")
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any], position: int) -> None:
         if self.enabled:
             self.batch.append(record)
+            self.lines.append(position)
             if len(self.batch) >= TOKEN_BATCH:
                 self.flush()
 
@@ -687,47 +690,33 @@ class _Tokens:
             counts = self.counter.count_completion(records)
         elif self.target == "chat":
             counts = self.counter.count_chat(records)
-        else:  # DPO: the prompt and each answer; the preferred answer is what is trained
+        else:  # DPO: the prompt and the preferred answer (what the policy is pushed towards)
             chats = []
             for r in records:
-                messages = list((r.get("input") or {}).get("messages") or [])
-                chats.append({"messages": messages + list(r.get("preferred_output") or []), "tools": (r.get("input") or {}).get("tools")})
+                given = r.get("input") or {}
+                chats.append({"messages": list(given.get("messages") or []) + list(r.get("preferred_output") or []), "tools": given.get("tools")})
             counts = self.counter.count_chat(chats)
         for total, trained in counts:
             self.total.append(total)
             self.trained.append(trained)
 
-    def summary(self, train: Any, valid: Any) -> dict[str, Any]:
-        import numpy as np
+    def stats(self, train: Any, valid: Any) -> tuple[dict[str, Any], list[Finding]]:
+        """TokenStats of the training file (validation tokens are not billed: only their sum)."""
+        from tunery.data.tokens import TokenStats
 
-        from tunery.data.tokens import Histogram
-
-        total = np.frombuffer(self.total, dtype=np.int32).astype(np.int64)
-        trained = np.frombuffer(self.trained, dtype=np.int32).astype(np.int64)
-        context = getattr(self.counter, "context_length", None)
-        t_total = total[train]
-        hist = Histogram()
-        for value, times in zip(*np.unique(t_total, return_counts=True)):
-            hist.add(int(value), int(times))
-        capped = np.minimum(t_total, context) if context else t_total
-        over = int((t_total > context).sum()) if context else 0
-        return {
-            "context_length": context,
-            "per_example": hist.summary(),
-            "train_tokens": int(t_total.sum()),
-            "train_tokens_capped": int(capped.sum()),  # what one epoch trains on (examples truncated)
-            "trained_tokens": int(trained[train].sum()),  # assistant / completion tokens
-            "valid_tokens": int(total[valid].sum()) if len(valid) else 0,
-            "over_context": over,
-        }
+        stats = TokenStats(getattr(self.counter, "context_length", None))
+        total, trained, lines = self.total, self.trained, self.lines
+        for i in sorted(train.tolist()):  # in file order, so the lines named are the first ones
+            stats.add(total[i], trained[i], lines[i])
+        out = stats.to_dict()
+        out["valid_tokens"] = sum(total[i] for i in valid.tolist())
+        return out, stats.findings()
 
 
 def _estimates(n_train: int, tokens: dict[str, Any]) -> dict[str, Any] | None:
-    """Epochs by OpenAI's auto rule, billed tokens and costs (the partner's `estimates` module)."""
+    """Epochs by OpenAI's auto rule, billed tokens, OpenAI's price and the local compute time."""
     if n_train <= 0:
         return None
-    from tunery.data.auto import auto_n_epochs
+    from tunery.data.estimates import estimate
 
-    epochs = auto_n_epochs(n_train)
-    per_epoch = tokens["train_tokens_capped"]
-    return {"n_epochs": epochs, "tokens_per_epoch": per_epoch, "billed_tokens": per_epoch * epochs}
+    return estimate(n_train, tokens["billable_tokens_per_epoch"]).to_dict()
