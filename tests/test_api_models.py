@@ -1,0 +1,46 @@
+"""`/v1/models`: base models from the alias table, retrieve, delete rules."""
+
+import httpx
+import openai
+import pytest
+
+from tunery.models.aliases import list_base_models
+
+
+def test_list_has_every_alias_and_the_packaged_model(openai_client, api_server, spec):
+    body = httpx.get(f"{api_server.base_url}/models", headers=api_server.headers()).json()
+    spec.validate("ListModelsResponse", body)
+    ids = [m["id"] for m in body["data"]]
+    assert ids[: len(list_base_models())] == list_base_models()
+    assert {"SmolLM2-135M-Instruct", "gpt-4o-mini-2024-07-18", "gpt-3.5-turbo", "babbage-002", "davinci-002", "curie"} <= set(ids)
+    assert [m.id for m in openai_client.models.list()] == ids
+
+
+def test_retrieve(openai_client, spec):
+    m = openai_client.models.retrieve("gpt-3.5-turbo")
+    spec.validate("Model", m.model_dump())
+    assert (m.id, m.object, m.owned_by) == ("gpt-3.5-turbo", "model", "tunery")
+    with pytest.raises(openai.NotFoundError) as err:
+        openai_client.models.retrieve("gpt-99")
+    assert err.value.response.json()["error"] == {
+        "message": "The model 'gpt-99' does not exist", "type": "invalid_request_error", "param": "model", "code": "model_not_found"
+    }
+
+
+def test_fine_tuned_names_with_colons_route_to_the_model(openai_client):
+    with pytest.raises(openai.NotFoundError, match="ft:gpt-4o-mini:org::abc"):
+        openai_client.models.retrieve("ft:gpt-4o-mini:org::abc")
+
+
+def test_delete_base_is_forbidden_unknown_is_not_found(openai_client, spec):
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        openai_client.models.delete("curie")
+    spec.validate("ErrorResponse", err.value.response.json())
+    assert err.value.response.json()["error"]["message"] == "The model 'curie' is a base model: only fine-tuned models can be deleted."
+    with pytest.raises(openai.NotFoundError):
+        openai_client.models.delete("ft:gpt-4o-mini:org::nope")
+
+
+def test_legacy_client_lists_models(legacy):
+    out = legacy.run("print(sorted(m.id for m in openai.Model.list().data)[:3]); print(openai.Model.retrieve('davinci').id)")
+    assert out.splitlines()[-1] == "davinci"
