@@ -63,6 +63,7 @@ RECORDS = [
     {"messages": [U("Weather?"), A("Checking.", tool_calls=[CALL]), {"role": "tool", "tool_call_id": "call_1", "content": "12C"},
                   A("12C.", weight=0)], "tools": TOOLS},
     {"messages": [U("only a question")]},
+    {"messages": [U("no tools at all"), A("Fine.")], "tools": []},
 ]
 
 
@@ -170,6 +171,15 @@ def test_trained_spans_are_content_plus_end_of_turn(folders):
     assert [text[s:e] for s, e in spans] == ["leading and trailing spaces<|eot|>"]
     text, spans = trim.render_chat(RECORDS[9])
     assert [text[s:e] for s, e in spans] == [json.dumps([CALL], ensure_ascii=False) + "<|eot|>", "It is 12C in Oslo.<|eot|>"]
+
+
+def test_named_templates_pick_tool_use_when_tools_are_given(tmp_path):
+    folder = make_folder(tmp_path / "named", "")
+    templates = [{"name": "default", "template": "D{{ messages | length }}"}, {"name": "tool_use", "template": "T{{ tools | length }}"}]
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|eot|>", "chat_template": templates}))
+    counter = TokenCounter.from_folder(folder)
+    assert counter.render_chat({"messages": [U("a"), A("b")]})[0] == "D2"
+    assert counter.render_chat({"messages": [U("a"), A("b")], "tools": TOOLS})[0] == "T1"
 
 
 def test_folder_metadata(folders):

@@ -105,6 +105,11 @@ class ChatTemplateError(ValueError):
         self.reason = message
 
 
+def _closes_turn(token: str, eos_token: str | None) -> bool:
+    name = token.lower()
+    return token == eos_token or name == "</s>" or "end" in name or "eot" in name
+
+
 def _token_text(value: Any) -> str | None:
     """A special token as tokenizer files store it: a string or an AddedToken dict."""
     if isinstance(value, dict):
@@ -188,8 +193,12 @@ class TokenCounter:
         self.eos_token = self.special_tokens.get("eos_token")
         self.eos_id = tokenizer.token_to_id(self.eos_token) if self.eos_token else None
         added = tokenizer.get_added_tokens_decoder().values()
-        # longest first, so "<|im_end|>" is not mistaken for a shorter token that prefixes it
-        self._end_tokens = sorted((t.content for t in added if t.special), key=len, reverse=True)
+        # Tokens that close a turn: EOS and special tokens named like it (<|im_end|>, <|eot_id|>,
+        # <end_of_turn>, </s>), not the next turn's header (<|im_start|>). Longest first, so a
+        # token is never mistaken for a shorter one that prefixes it.
+        self._end_tokens = sorted(
+            (t.content for t in added if t.special and _closes_turn(t.content, self.eos_token)), key=len, reverse=True
+        )
         env = _jinja_env() if chat_template or tool_template else None
         self._template = env.from_string(chat_template) if chat_template else None
         self._tool_template = env.from_string(tool_template) if tool_template else self._template
@@ -233,7 +242,7 @@ class TokenCounter:
     # -- chat -------------------------------------------------------------------------------
 
     def _render(self, messages: list[dict], tools: Any, index: int, add_generation_prompt: bool = False) -> str:
-        template = self._tool_template if tools else self._template
+        template = self._tool_template if tools is not None else self._template  # as transformers picks
         try:
             return template.render(
                 messages=messages,
@@ -258,7 +267,7 @@ class TokenCounter:
             raise ValueError("this model has no chat template: chat examples cannot be counted")
         # like apply_chat_template: keys whose value is None are dropped (templates choke on them)
         messages = [{k: v for k, v in m.items() if v is not None} for m in record["messages"]]
-        tools = record.get("tools") or None
+        tools = record.get("tools")
         trained = [i for i, m in enumerate(messages) if m.get("role") == "assistant" and m.get("weight", 1) != 0]
         calls = [i for i in trained if messages[i].get("tool_calls") or messages[i].get("function_call")]
         texts = [i for i in trained if i not in calls and isinstance(messages[i].get("content"), str)]
@@ -331,7 +340,12 @@ class TokenCounter:
         return end
 
     def count_chat(self, records: list[dict]) -> list[tuple[int, int]]:
-        """(total tokens, trained tokens) per chat example, as `apply_chat_template(tokenize=True)` counts."""
+        """(total tokens, trained tokens) per chat example, as `apply_chat_template(tokenize=True)` counts.
+
+        Records must have passed `check_chat_record`. An example the template refuses raises
+        `ChatTemplateError` whose `index` is its position in `records`: report it, then count
+        `records[index + 1:]`.
+        """
         from bisect import bisect_left, bisect_right
 
         rendered = [self.render_chat(r, i) for i, r in enumerate(records)]
