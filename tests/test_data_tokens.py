@@ -195,6 +195,10 @@ def test_template_errors_name_the_example(folders):
         counter.count_chat([RECORDS[0], {"messages": [{"role": "robot", "content": "x"}, A("y")]}])
     assert err.value.index == 1
     assert str(err.value) == "the chat template failed on example 1 of the batch: Unknown role: robot"
+    errors = []
+    counts = counter.count_chat([{"messages": [{"role": "robot", "content": "x"}, A("y")]}, RECORDS[0]], errors=errors)
+    assert counts == [None, counter.count_chat([RECORDS[0]])[0]]
+    assert [(e.index, e.reason) for e in errors] == [(0, "Unknown role: robot")]
 
 
 def test_missing_tokenizer_and_template(tmp_path):
@@ -334,3 +338,16 @@ def test_token_stats_without_a_limit_or_data():
     stats.add(10**6, 5)
     assert stats.billable_tokens == 10**6 and stats.over_context == 0
     assert [f.code for f in stats.findings()] == ["tokens_per_example", "trained_tokens_per_example"]
+
+
+@pytest.mark.slow
+def test_smollm2_template_cannot_render_a_bare_tool_call(smollm2_folder):
+    """SmolLM2's template concatenates content, so a tool call without content is refused, as in transformers."""
+    from transformers import AutoTokenizer
+
+    record = RECORDS[9]  # assistant tool call with content None
+    with pytest.raises(Exception):
+        AutoTokenizer.from_pretrained(smollm2_folder).apply_chat_template(record["messages"], tools=record["tools"])
+    errors = []
+    assert TokenCounter.from_folder(smollm2_folder).count_chat([record], errors=errors) == [None]
+    assert (errors[0].index, errors[0].reason) == (0, "'dict object' has no attribute 'content'")

@@ -339,19 +339,35 @@ class TokenCounter:
                 return after + len(token)
         return end
 
-    def count_chat(self, records: list[dict]) -> list[tuple[int, int]]:
+    def count_chat(
+        self, records: list[dict], errors: list[ChatTemplateError] | None = None
+    ) -> list[tuple[int, int] | None]:
         """(total tokens, trained tokens) per chat example, as `apply_chat_template(tokenize=True)` counts.
 
-        Records must have passed `check_chat_record`. An example the template refuses raises
-        `ChatTemplateError` whose `index` is its position in `records`: report it, then count
-        `records[index + 1:]`.
+        Records must have passed `check_chat_record`. An example the template refuses (many
+        templates cannot render tool calls) raises `ChatTemplateError`, whose `index` is its
+        position in `records`; pass an `errors` list instead to collect those errors and get
+        None for those examples while the rest are counted.
         """
         from bisect import bisect_left, bisect_right
 
-        rendered = [self.render_chat(r, i) for i, r in enumerate(records)]
-        encodings = self.tokenizer.encode_batch([text for text, _ in rendered], add_special_tokens=False)
-        out = []
-        for (_, spans), enc in zip(rendered, encodings):
+        rendered: list[tuple[str, list[tuple[int, int]]] | None] = []
+        for i, record in enumerate(records):
+            try:
+                rendered.append(self.render_chat(record, i))
+            except ChatTemplateError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
+                rendered.append(None)
+        ok = [r for r in rendered if r is not None]
+        encodings = iter(self.tokenizer.encode_batch([text for text, _ in ok], add_special_tokens=False))
+        out: list[tuple[int, int] | None] = []
+        for item in rendered:
+            if item is None:
+                out.append(None)
+                continue
+            spans, enc = item[1], next(encodings)
             trained = 0
             if spans:
                 offsets = enc.offsets
