@@ -68,6 +68,10 @@ def test_valid_examples_have_no_findings(record):
         ({"messages": [USER, {"role": "assistant", "content": 3}]}, [("content_not_string", "messages[1].content", 7)]),
         ({"messages": [SYS, USER]}, [("example_missing_assistant_message", "messages", 7)]),
         ({"messages": [USER, {**ASST, "name": 5}]}, [("name_not_string", "messages[1].name", 7)]),
+        (
+            {"messages": [USER, {"role": "function", "content": "12C"}, ASST]},
+            [("message_missing_key", "messages[1].name", 7)],
+        ),
     ],
 )
 def test_cookbook_errors(record, expected):

@@ -182,6 +182,12 @@ def test_named_templates_pick_tool_use_when_tools_are_given(tmp_path):
     assert counter.render_chat({"messages": [U("a"), A("b")], "tools": TOOLS})[0] == "T1"
 
 
+def test_a_broken_template_is_a_value_error(tmp_path):
+    folder = make_folder(tmp_path / "broken", "{% for m in messages %}{{ m['content'] }}")
+    with pytest.raises(ValueError, match=r"the chat template does not parse: .*'endfor'.* \(template line 1\)"):
+        TokenCounter.from_folder(folder)
+
+
 def test_folder_metadata(folders):
     counter = TokenCounter.from_folder(folders["plain"])
     assert counter.special_tokens == {"bos_token": "<s>", "eos_token": "<|eot|>", "unk_token": "<unk>"}

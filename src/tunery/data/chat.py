@@ -8,7 +8,7 @@ Errors (the example cannot be trained on as it is):
   missing_messages_list              no `messages`, or it is not a list
   empty_messages                     `messages` is []
   message_data_type                  a message is not an object
-  message_missing_key                a message has no `role`
+  message_missing_key                a message has no `role` (or a `function` message no `name`)
   message_unrecognized_key           a key other than role, content, name, function_call,
                                      tool_calls, tool_call_id, weight
   unrecognized_role                  role not one of system, user, assistant, tool, function
@@ -149,6 +149,8 @@ def check_message(msg: Any, line: int, field: str, call_ids: set[str]) -> list[F
                 _err("weight_on_non_assistant", "weight is only allowed on assistant messages", line, f"{field}.weight")
             )
 
+    if role == "function" and not isinstance(msg.get("name"), str):
+        out.append(_err("message_missing_key", "a function message needs the function's name", line, f"{field}.name"))
     if role == "tool":
         call_id = msg.get("tool_call_id")
         if call_id is None:

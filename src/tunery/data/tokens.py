@@ -169,6 +169,15 @@ def _jinja_env():
     return env
 
 
+def _compile(template: str):
+    import jinja2
+
+    try:
+        return _jinja_env().from_string(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"the chat template does not parse: {exc} (template line {exc.lineno})") from None
+
+
 class TokenCounter:
     """Counts tokens exactly as transformers' tokenizer and `apply_chat_template` would, without torch.
 
@@ -199,9 +208,8 @@ class TokenCounter:
         self._end_tokens = sorted(
             (t.content for t in added if t.special and _closes_turn(t.content, self.eos_token)), key=len, reverse=True
         )
-        env = _jinja_env() if chat_template or tool_template else None
-        self._template = env.from_string(chat_template) if chat_template else None
-        self._tool_template = env.from_string(tool_template) if tool_template else self._template
+        self._template = _compile(chat_template) if chat_template else None
+        self._tool_template = _compile(tool_template) if tool_template else self._template
 
     @classmethod
     def from_folder(cls, path) -> TokenCounter:
