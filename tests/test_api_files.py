@@ -174,3 +174,35 @@ def test_legacy_client_uploads_waits_lists_and_downloads(legacy, api_server, tmp
     """)
     got = json.loads(out.strip().splitlines()[-1])
     assert (got["status"], got["listed"], got["bytes"]) == ("processed", True, path.stat().st_size)
+
+
+def test_checks_left_unfinished_resume_when_the_app_starts(tmp_path):
+    """A server stopped between upload and check: the next start checks the file."""
+    from fastapi.testclient import TestClient
+
+    from tunery.api.app import create_app
+    from tunery.store import files as repo
+    from tunery.store.context import open_store
+    from tunery.store.keys import create_key as make_key
+    from tunery.store.keys import project_for_key
+    from tunery.store.settings import load_settings
+
+    settings = load_settings(tmp_path)
+    store = open_store(settings)
+    with store.db.session_scope() as s:
+        key = make_key(s)
+        project = project_for_key(s, key)
+        for fid, data in (("file-good", GOOD), ("file-bad", b'{"prompt": 1, "completion": "x"}\n')):
+            store.blobs.write_bytes(repo.blob_key(fid), data)
+            repo.add_file(s, project.id, fid, f"{fid}.jsonl", "fine-tune", len(data))
+    store.close()
+    with TestClient(create_app(settings, worker=False)) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = {f: client.get(f"/v1/files/{f}", headers=headers).json()["status"] for f in ("file-good", "file-bad")}
+            if "uploaded" not in status.values():
+                break
+            time.sleep(0.05)
+        assert status == {"file-good": "processed", "file-bad": "error"}
+        assert client.get("/v1/files/file-bad", headers=headers).json()["status_details"] == "Invalid file format. Line 1: 'prompt' must be a string"
