@@ -115,7 +115,8 @@ async def create_completion(body: CompletionRequest, request: Request, project=D
 
 async def _stream(gens, served, cid, created, body, prompt_tokens, include_usage):
     def chunk(choices, usage=None):
-        return inf.sse(TextCompletion(id=cid, created=created, model=body.model, choices=choices, system_fingerprint=inf.fingerprint(), usage=usage))
+        obj = TextCompletion(id=cid, created=created, model=body.model, choices=choices, usage=usage, system_fingerprint=inf.fingerprint())
+        return inf.sse(obj.model_dump_json(exclude={"usage"} if usage is None else None))
 
     tok = served.tokenizer
     logprobs = body.logprobs is not None
