@@ -152,6 +152,20 @@ def test_content_starting_with_spaces_counts_every_token(folders):
     assert counter.count_chat([RECORDS[5]]) == [(len(ids), after_last_sep)]
 
 
+def test_trailing_spaces_count_without_an_end_of_turn_token(tmp_path):
+    from tokenizers import Tokenizer
+
+    folder = make_folder(tmp_path / "bare", "{% for m in messages %}<|start|>{{ m['content'] }}{% endfor %}")
+    counter = TokenCounter.from_folder(folder)
+    record = {"messages": [U("a"), A("hi   ")]}
+    text, spans = counter.render_chat(record)
+    assert (text, [text[s:e] for s, e in spans]) == ("<|start|>a<|start|>hi   ", ["hi   "])
+    raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    enc = raw.encode(text, add_special_tokens=False)
+    assert enc.offsets[-1][0] == enc.offsets[-1][1]  # the trailing spaces token has trimmed offsets
+    assert counter.count_chat([record]) == [(len(enc.ids), enc.ids[::-1].index(raw.token_to_id("<|start|>")))]
+
+
 def test_reasoning_template_counts_only_the_rendered_answer(folders):
     counter = TokenCounter.from_folder(folders["think"])
     record = {"messages": [U("2+2?"), A("<think>two and two</think>Four.")]}

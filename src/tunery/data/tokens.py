@@ -379,7 +379,8 @@ class TokenCounter:
             trained = 0
             if spans:
                 offsets = enc.offsets
-                starts = [s for s, _ in offsets]
+                # byte-level tokenizers trim a spaces-only token's offsets to (end, end): it covers end - 1
+                starts = [s - 1 if s == e and s else s for s, e in offsets]
                 ends = [e for _, e in offsets]
                 for s, e in spans:
                     # tokens overlapping [s, e): start before e and end after s
