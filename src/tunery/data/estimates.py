@@ -8,7 +8,7 @@ estimate: billed tokens / a tokens-per-second figure for the machine.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunery.data.auto import auto_n_epochs
@@ -32,7 +32,7 @@ class Estimate:
     cost_usd: dict[str, float]  # what OpenAI would bill for this job, per model
     tokens_per_second: float
     tokens_per_second_is_default: bool  # True: the conservative built-in figure, not a measurement
-    compute_seconds: float = field(default=0.0)
+    compute_seconds: float  # billed tokens / tokens_per_second: an estimate
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
