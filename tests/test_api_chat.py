@@ -183,3 +183,35 @@ def test_legacy_sdk_chat_completion(server):
     first, content = out.strip().splitlines()
     assert first == "chat.completion length 6"
     assert eval(content) == direct_greedy(server, FT, MESSAGES, 6)
+
+
+def _cli(server, *args, stdin: str | None = None):
+    import subprocess
+
+    from api_support import TUNERY
+
+    return subprocess.run([TUNERY, "chat", *args, "--base-url", server.base_url, "--api-key", server.key],
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_chat_one_shot_prints_the_served_answer(server, client):
+    expected = client.chat.completions.create(model=FT, messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0)
+    out = _cli(server, FT, "-p", "hello", "--max-tokens", "8", "--temperature", "0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == expected.choices[0].message.content + "\n"
+
+
+def test_cli_chat_interactive_keeps_the_conversation(server, client):
+    out = _cli(server, FT, "--max-tokens", "4", "--temperature", "0", stdin="hello\nthe quick fox\n/exit\n")
+    assert out.returncode == 0, out.stderr
+    first = client.chat.completions.create(model=FT, messages=[{"role": "user", "content": "hello"}], max_tokens=4, temperature=0).choices[0].message.content
+    second = client.chat.completions.create(model=FT, max_tokens=4, temperature=0, messages=[
+        {"role": "user", "content": "hello"}, {"role": "assistant", "content": first}, {"role": "user", "content": "the quick fox"}]).choices[0].message.content
+    assert out.stdout == f"{first}\n{second}\n"
+
+
+def test_cli_chat_unknown_model_is_one_line_error(server):
+    out = _cli(server, "ft:nope:x:y:z", "-p", "hi")
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error: ") and "does not exist" in out.stderr and "[HTTP 404]" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
