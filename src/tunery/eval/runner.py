@@ -1,0 +1,162 @@
+"""Running one served model over evaluation examples, through the serving engine.
+
+Answers come from the same `Engine` the chat and completions endpoints use: every prompt is
+submitted at once and the engine batches them (continuous batching), greedy unless a temperature
+is given. Chat prompts are rendered with the model's own chat template; legacy prompts are raw
+text, as `/v1/completions` tokenizes them.
+
+The reference loss is teacher-forced: the example (prompt + reference) is tokenized exactly as the
+trainer tokenizes training data, with only the reference's tokens weighted (for a chat, the final
+assistant message and its end-of-turn token), and scored with one forward pass of the same
+weights (and adapter). The loss is the token-weighted mean, as the trainer's `valid_loss` is;
+perplexity is its exponential.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from tunery.eval.dataset import CHAT, EvalError, Example
+from tunery.eval.fewshot import few_shot_prompt
+from tunery.eval.scoring import score_answers
+from tunery.eval.tasks import Task
+from tunery.serve.chat import ChatError, render_chat
+from tunery.serve.engine import BASE_ADAPTER
+from tunery.serve.registry import Served
+from tunery.serve.sampling import SamplingParams
+
+Progress = Callable[[int], None]  # called with the number of examples just finished
+
+
+def prompt_ids(served: Served, example: Example, shots: Sequence[Example] = ()) -> list[int]:
+    prompt = few_shot_prompt(example, shots)
+    if example.kind == CHAT:
+        try:
+            return render_chat(served.tokenizer, prompt)
+        except ChatError as exc:
+            raise EvalError(f"line {example.line}: {exc}") from None
+    return served.tokenizer(prompt)["input_ids"]
+
+
+def default_max_tokens(served: Served, examples: Sequence[Example], task: Task) -> int:
+    """Room for the longest reference, plus a few words of preamble for classification answers."""
+    longest = max(len(served.tokenizer(e.reference, add_special_tokens=False)["input_ids"]) for e in examples)
+    return longest + 16 if task.name in ("classification", "regression") else min(2 * longest + 16, 1024)
+
+
+def generate_answers(
+    served: Served,
+    prompts: Sequence[list[int]],
+    max_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> list[str]:
+    """The engine's answer to each prompt; all are queued at once so the engine batches them."""
+    answers: list[str | None] = [None] * len(prompts)
+    texts: list[list[str]] = [[] for _ in prompts]
+    errors: list[str] = []
+    done = threading.Event()
+    remaining = [len(prompts)]
+    lock = threading.Lock()
+
+    def on_event(i: int, event) -> None:
+        texts[i].append(event.text)
+        if event.finish_reason is None:
+            return
+        with lock:
+            if event.error or event.finish_reason not in ("stop", "length"):
+                errors.append(f"example {i + 1}: generation {event.finish_reason}: {event.error or ''}".rstrip(": "))
+            answers[i] = "".join(texts[i])
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.set()
+        if progress is not None:
+            progress(1)
+
+    if not prompts:
+        return []
+    for i, ids in enumerate(prompts):
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=None if seed is None else seed + i, stop=list(stop))
+        served.engine.submit(ids, params, served.tokenizer, served.adapter, callback=lambda e, i=i: on_event(i, e))
+    done.wait()
+    if errors:
+        raise RuntimeError(f"{len(errors)} generation(s) failed; first: {errors[0]}")
+    return answers  # type: ignore[return-value]
+
+
+def reference_loss(served: Served, examples: Sequence[Example], shots: Sequence[Example] = (), progress: Progress | None = None) -> dict:
+    """Teacher-forced loss and perplexity of the references given their prompts (with the shots)."""
+    import torch
+    import torch.nn.functional as F
+
+    from tunery.train.records import Record
+    from tunery.train.tokenize import Tokenizer
+
+    tok = Tokenizer(served.tokenizer, served.context_length, prompt_loss_weight=0.0)
+    engine = served.engine
+    total = weight = 0.0
+    for example in examples:
+        prompt = few_shot_prompt(example, shots)
+        if example.kind == CHAT:  # only the final answer is scored: earlier assistant turns get weight 0
+            messages = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in prompt]
+            record = Record(example.line, "chat", {"messages": [*messages, {"role": "assistant", "content": example.reference}]})
+        else:
+            record = Record(example.line, "completion", {"prompt": prompt, "completion": example.reference})
+        encoded = tok.encode(record)
+        positions = [j for j, w in enumerate(encoded.weights) if j > 0 and w > 0]
+        if positions:
+            with engine.lock, torch.inference_mode():
+                model = engine.model
+                device = next(model.parameters()).device
+                ids = torch.tensor([encoded.input_ids], device=device)
+                keep = len(encoded.input_ids) - positions[0] + 1  # logits of the last `keep` positions
+                kwargs = {"adapter_names": [served.adapter or BASE_ADAPTER]} if hasattr(model, "peft_config") else {}
+                logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep, **kwargs).logits[0].float()
+            offset = len(encoded.input_ids) - keep  # logits[k] predicts token offset + k + 1
+            rows = torch.tensor([p - 1 - offset for p in positions])
+            targets = torch.tensor([encoded.input_ids[p] for p in positions])
+            weights = torch.tensor([encoded.weights[p] for p in positions])
+            losses = F.cross_entropy(logits[rows.to(logits.device)], targets.to(logits.device), reduction="none").cpu()
+            total += float((losses * weights).sum())
+            weight += float(weights.sum())
+        if progress is not None:
+            progress(1)
+    if not weight:
+        return {"loss": None, "perplexity": None}
+    loss = total / weight
+    return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
+
+
+def evaluate_served(
+    served: Served,
+    examples: Sequence[Example],
+    task: Task,
+    shots: Sequence[Example] = (),
+    max_tokens: int | None = None,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    with_loss: bool = True,
+    progress: Progress | None = None,
+) -> tuple[dict, list[str]]:
+    """(metrics, answers) of one served model on `examples`."""
+    started = time.perf_counter()
+    prompts = [prompt_ids(served, e, shots) for e in examples]
+    if max_tokens is None:
+        max_tokens = default_max_tokens(served, examples, task)
+    for e, ids in zip(examples, prompts):
+        if len(ids) + max_tokens > served.context_length:
+            raise EvalError(f"line {e.line}: the prompt is {len(ids)} tokens; with {max_tokens} to generate it exceeds the model's context of {served.context_length} tokens")
+    answers = generate_answers(served, prompts, max_tokens, temperature, seed, progress=progress)
+    generated = time.perf_counter()
+    result = score_answers([e.reference for e in examples], answers, task)
+    result.update(task=task.name, few_shot=len(shots), max_tokens=max_tokens, prompt_tokens=sum(map(len, prompts)),
+                  seconds=generated - started)
+    if with_loss:
+        result.update(reference_loss(served, examples, shots, progress=progress))
+        result["loss_seconds"] = time.perf_counter() - generated
+    return result, answers
