@@ -103,8 +103,8 @@ def test_a_short_job_succeeds_with_a_usable_model_results_and_checkpoints(server
 
 def test_pause_checkpoints_and_resume_finishes(server):
     _, client, _ = server
-    train = client.files.create(file=("train.jsonl", jsonl(chat_examples(20))), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=8))
+    train = client.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=5))
     wait_metrics(client, job.id)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
     wait_for(client, job.id, {"paused"}, check=lambda j: "Fine-tuning job paused; resume it to continue from its checkpoint." in
@@ -149,8 +149,8 @@ def test_restart_mid_training_loses_nothing_and_resumes(tmp_path):
     process = ServerProcess(tmp_path, env=FAST).start()
     client = openai.OpenAI(base_url=process.base_url, api_key=key, max_retries=0)
     try:
-        train = client.files.create(file=("train.jsonl", jsonl(chat_examples(20))), purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=8))
+        train = client.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=5))
         wait_metrics(client, job.id)
         before = [e.id for e in client.fine_tuning.jobs.list_events(job.id, limit=1000).data]
         process.stop(timeout=120)  # SIGTERM: the worker pauses the trainer (checkpoint) and re-queues the job
@@ -166,6 +166,6 @@ def test_restart_mid_training_loses_nothing_and_resumes(tmp_path):
         assert "Fine-tuning job resumed from its last checkpoint" in messages
         assert client.files.retrieve(train.id).status == "processed"  # no file lost
         steps = [e.data["step"] for e in events if e.type == "metrics"]
-        assert max(steps) == 8 and min(steps) == 1
+        assert max(steps) == 5 and min(steps) == 1
     finally:
         process.stop()

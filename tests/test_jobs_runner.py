@@ -158,6 +158,15 @@ def test_event_tail_waits_for_complete_lines(tmp_path):
     assert tail.bad_lines == ["{oops"]
 
 
+@pytest.mark.parametrize("sig,expected", [(signal.SIGUSR1, "paused"), (signal.SIGTERM, "cancelled")])
+def test_signals_before_the_trainer_installs_handlers_still_pause_or_cancel(tmp_path, sig, expected):
+    script = tmp_path / "fake_slow_import.py"
+    script.write_text("import time; time.sleep(30)")  # like a trainer still importing torch
+    process = TrainingProcess(tmp_path, tmp_path / "out", {}, command=[sys.executable, str(script)])
+    outcome, _ = run(process, signal_after=(0.2, sig))
+    assert outcome.status == expected and outcome.returncode == -sig
+
+
 @pytest.mark.parametrize("rc,expected", [(130, "cancelled"), (75, "paused")])
 def test_exit_codes_map_to_statuses(tmp_path, rc, expected):
     script = tmp_path / "fake_exit.py"

@@ -8,7 +8,7 @@ message on one line and exit 1.
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 from typing import Any, Optional
 
@@ -110,10 +110,16 @@ def list_jobs(limit: int = typer.Option(20, "--limit"), after: Optional[str] = t
     if after:
         params["after"] = after
     page = _call("GET", "/fine_tuning/jobs", params=params)
-    table = Table("id", "status", "model", "fine_tuned_model", "created")
-    for j in page["data"]:
-        table.add_row(j["id"], j["status"], j["model"], j["fine_tuned_model"] or "", time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created_at"])))
-    Console().print(table)
+    rows = [(j["id"], j["status"], j["model"], j["fine_tuned_model"] or "",
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created_at"]))) for j in page["data"]]
+    if not sys.stdout.isatty():  # piped: plain tab-separated lines for scripts
+        for row in rows:
+            typer.echo("\t".join(row))
+    else:
+        table = Table("id", "status", "model", "fine_tuned_model", "created")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
     if page.get("has_more"):
         typer.echo(f"more: --after {page['data'][-1]['id']}", err=True)
 

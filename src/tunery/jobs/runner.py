@@ -166,7 +166,9 @@ class TrainingProcess:
             return Outcome("succeeded", rc, result=_read_json(result_path))
         if rc == EXIT_CANCELLED or (rc == -signal.SIGTERM and self.sent == signal.SIGTERM):
             return Outcome("cancelled", rc)
-        if rc == EXIT_PAUSED:
+        # Paused, or signalled to pause before it had installed its handler (still loading): it
+        # then resumes from its previous checkpoint, or from the start.
+        if rc == EXIT_PAUSED or (rc == -signal.SIGUSR1 and self.sent == signal.SIGUSR1):
             return Outcome("paused", rc)
         if error_path.exists():
             error = _read_json(error_path) or {}
