@@ -169,3 +169,32 @@ def test_restart_mid_training_loses_nothing_and_resumes(tmp_path):
         assert max(steps) == 5 and min(steps) == 1
     finally:
         process.stop()
+
+
+def test_a_crashed_server_leaves_no_trainer_behind_and_the_job_resumes(tmp_path):
+    key = create_key(tmp_path)
+    process = ServerProcess(tmp_path, env=FAST).start()
+    client = openai.OpenAI(base_url=process.base_url, api_key=key, max_retries=0)
+    try:
+        train = client.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=4))
+        wait_metrics(client, job.id)
+        before = {e.id for e in client.fine_tuning.jobs.list_events(job.id, limit=1000).data}
+        pid = int((Path(tmp_path) / "data" / "jobs" / job.id / "train.pid").read_text())
+        process.proc.kill()  # no shutdown at all: the worker cannot checkpoint or re-queue anything
+        process.proc.wait()
+        process.stop()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # died with its parent
+
+        process = ServerProcess(tmp_path, env=FAST).start()
+        client = openai.OpenAI(base_url=process.base_url, api_key=key, max_retries=0)
+        job = wait_for(client, job.id, {"succeeded", "failed"})
+        assert job.status == "succeeded", job.error
+        events = client.fine_tuning.jobs.list_events(job.id, limit=1000).data
+        assert before <= {e.id for e in events}
+        assert "The worker running this job stopped; the job is queued to resume from its last checkpoint." in [e.message for e in events]
+    finally:
+        process.stop()

@@ -124,6 +124,16 @@ def test_sigusr1_pauses_after_a_checkpoint_and_resume_appends_only_new_events(tm
     assert records[0]["message"] == "resumed"  # the first run's events are not forwarded twice
 
 
+def test_events_a_crashed_watcher_never_forwarded_are_sent_by_the_next_run(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "events.jsonl").write_text('{"type": "message", "message": "forwarded"}\n{"type": "message", "message": "not yet"}\n')
+    (tmp_path / "events.offset").write_text(str(len('{"type": "message", "message": "forwarded"}\n')))
+    outcome, records = run(make_process(tmp_path, "ok", resume=True))
+    assert [r["message"] for r in records[:2]] == ["not yet", "resumed"]
+    assert int((tmp_path / "events.offset").read_text()) == (out / "events.jsonl").stat().st_size
+
+
 def test_a_killed_trainer_fails_with_a_clear_message(tmp_path):
     process = make_process(tmp_path, "loop")
     outcome, _ = run(process, signal_after=(0.2, signal.SIGKILL))

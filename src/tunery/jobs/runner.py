@@ -101,6 +101,7 @@ class TrainingProcess:
         self.env = env  # extra environment (e.g. CUDA_VISIBLE_DEVICES of the job's GPU)
         self.config_path = self.workdir / "config.json"
         self.log_path = self.workdir / "train.log"
+        self.offset_path = self.workdir / "events.offset"  # bytes of events.jsonl already forwarded
         self.events = EventTail(self.out_dir / "events.jsonl")
         self.proc: subprocess.Popen | None = None
         self.sent: int | None = None  # the last control signal sent
@@ -109,8 +110,12 @@ class TrainingProcess:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # A resumed run appends to the same events file: skip what was already forwarded.
-        self.events.offset = (self.out_dir / "events.jsonl").stat().st_size if (self.out_dir / "events.jsonl").exists() else 0
+        # A resumed run appends to the same events file: skip what was already forwarded — and only
+        # that: after a crash, lines the dead run wrote but nobody forwarded are still sent.
+        try:
+            self.events.offset = int(self.offset_path.read_text())
+        except (FileNotFoundError, ValueError):
+            self.events.offset = 0
         for stale in ("result.json", "error.json"):
             (self.out_dir / stale).unlink(missing_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
@@ -132,6 +137,12 @@ class TrainingProcess:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def forwarded(self) -> None:
+        """Record that every record read so far has been stored (call after forwarding them)."""
+        tmp = self.offset_path.with_suffix(".tmp")
+        tmp.write_text(str(self.events.offset))
+        os.replace(tmp, self.offset_path)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -213,6 +224,7 @@ def watch(
         records = process.events.read()
         if records:
             on_records(records)
+            process.forwarded()
         sig = wanted_signal()
         if sig is not None:
             process.send(sig)
@@ -224,4 +236,5 @@ def watch(
     records = process.events.read(final=True)
     if records:
         on_records(records)
+        process.forwarded()
     return process.outcome()
