@@ -21,7 +21,7 @@ CSV_ROWS = 100_000
 SEED = 1234
 LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
 LEGACY_REQUIREMENTS = [["openai==0.28.1", "pandas<3", "numpy<2.3", "openpyxl>=3.1"]]
-# The packaged SmolLM2 context; only used to tell both tools the same limit where they take one.
+MODEL = "SmolLM2-135M-Instruct"
 
 
 def sst5_rows() -> list[tuple[str, int]]:
@@ -89,18 +89,19 @@ def make_chat_jsonl(path: Path, size_bytes: int) -> Path:
 
 
 def tunery_cmd(data: Path, out_dir: Path, *, csv_columns: bool) -> list[str]:
-    cmd = [str(TUNERY), "prepare", str(data), "-q", "--json", "--out-dir", str(out_dir)]
+    # The packaged model named explicitly, so the run provably counts with SmolLM2's tokenizer.
+    cmd = [str(TUNERY), "prepare", str(data), "-q", "--json", "--model", MODEL, "--out-dir", str(out_dir)]
     if csv_columns:
         cmd[3:3] = ["--prompt", "{prompt}", "--completion", "{completion}"]
     return cmd
 
 
-def token_summary(report: dict) -> tuple[str, int | None]:
-    """The tokenizer and total token count in Tunery's `--json` report (proof it counted tokens)."""
-    tokens = report.get("tokens") or report.get("token_stats") or {}
-    name = tokens.get("tokenizer") or report.get("tokenizer") or "?"
-    total = tokens.get("total") or tokens.get("total_tokens") or report.get("total_tokens")
-    return str(name), total
+def token_summary(report: dict) -> tuple[int | None, int | None]:
+    """Tokens Tunery counted (train + validation split) and the context it counted against."""
+    tokens = report.get("tokens") or {}
+    if "total_tokens" not in tokens:
+        return None, None
+    return tokens["total_tokens"] + (tokens.get("valid_tokens") or 0), tokens.get("context_length")
 
 
 def parse_json_report(stdout: str) -> dict:
@@ -112,6 +113,7 @@ def parse_json_report(stdout: str) -> dict:
 
 
 def run(work: Path) -> str:
+    work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     legacy_python = ensure_venv("venv-openai028", *LEGACY_REQUIREMENTS)
     legacy_cli = legacy_python.parent / "openai"
@@ -128,29 +130,35 @@ def run(work: Path) -> str:
     log("legacy prepare_data on the CSV")
     runs["legacy"] = measure([str(legacy_cli), "tools", "fine_tunes.prepare_data", "-f", source.name, "-q"],
                              cwd=work / "legacy", env={"OPENAI_API_KEY": "sk-unused"}).check("legacy prepare_data")
-    legacy_outputs = sorted(p.name for p in (work / "legacy").glob("*_prepared*.jsonl"))
+    legacy_outputs = sorted((work / "legacy").glob("*_prepared*.jsonl"))
     if not legacy_outputs:
         raise RuntimeError(f"legacy prepare_data wrote nothing:\n{runs['legacy'].stdout[-3000:]}")
+    legacy_examples = sum(sum(1 for _ in open(p, "rb")) for p in legacy_outputs)
     log("tunery prepare on the CSV")
     runs["tunery"] = measure(tunery_cmd(work / "tunery" / source.name, work / "tunery" / "out", csv_columns=True),
                              cwd=work / "tunery").check("tunery prepare")
     report = parse_json_report(runs["tunery"].stdout)
-    tokenizer, total_tokens = token_summary(report)
+    total_tokens, context = token_summary(report)
+    if not total_tokens:
+        raise RuntimeError("tunery prepare reported no token counts: the comparison asked for needs them")
 
     leg, tun = runs["legacy"], runs["tunery"]
     t_ratio, m_ratio = leg.wall_s / tun.wall_s, leg.peak_rss_mb / tun.peak_rss_mb
-    rows = report.get("n_examples") or report.get("examples") or report.get("rows") or "?"
+    rows = report["counts"]["examples"]  # after duplicates are dropped
     body = [f"### 100,000-row prompt/completion CSV ({size_mb:.1f} MB)\n",
             "Generated deterministically from `../shared/data/sst5/train.csv` (two random reviews per prompt, "
             "the label word as completion; seed 1234). Each tool runs on its own copy in its own folder, "
             "in its own subprocess; peak RSS is the whole process tree, polled every 20 ms.\n",
-            table(["tool", "rows", "wall s", "peak RSS MB", "time ratio (legacy/tunery)", "memory ratio (legacy/tunery)"], [
-                ["openai==0.28.1 `openai tools fine_tunes.prepare_data -f FILE -q`", CSV_ROWS, f"{leg.wall_s:.2f}", f"{leg.peak_rss_mb:.0f}", "1.00", "1.00"],
-                [f"`tunery prepare FILE --prompt '{{prompt}}' --completion '{{completion}}' -q --json`", rows,
+            table(["tool", "rows in → examples out", "wall s", "peak RSS MB", "time ratio (legacy/tunery)", "memory ratio (legacy/tunery)"], [
+                ["openai==0.28.1 `openai tools fine_tunes.prepare_data -f FILE -q`", f"{CSV_ROWS:,} → {legacy_examples:,}", f"{leg.wall_s:.2f}", f"{leg.peak_rss_mb:.0f}", "1.00", "1.00"],
+                [f"`tunery prepare FILE --prompt '{{prompt}}' --completion '{{completion}}' -q --json`", f"{CSV_ROWS:,} → {rows:,}",
                  f"{tun.wall_s:.2f}", f"{tun.peak_rss_mb:.0f}", f"**{t_ratio:.2f}x**", f"**{m_ratio:.2f}x**"],
             ]),
-            f"Tunery counted {total_tokens if total_tokens is not None else '?'} tokens with `{tokenizer}` "
-            f"(the legacy tool counts none). Legacy outputs: {', '.join(legacy_outputs)}.\n",
+            f"Tunery counted {total_tokens:,} tokens with the packaged {MODEL} tokenizer and chat template "
+            f"(context {context}; token statistics, over-context check and cost estimate in its `--json` report); "
+            f"the legacy tool counts none. Both removed duplicates, added the leading space to completions and "
+            f"split train/validation. Legacy outputs: {', '.join(p.name for p in legacy_outputs)}; "
+            f"Tunery's: {', '.join(Path(p).name for p in report.get('outputs', []))}.\n",
             f"Targets: at least 2x faster — **{'met' if t_ratio >= 2 else 'MISSED'}** ({t_ratio:.2f}x); "
             f"at most a third of the legacy peak memory — **{'met' if m_ratio >= 3 else 'MISSED'}** ({m_ratio:.2f}x).\n"]
 
@@ -162,16 +170,16 @@ def run(work: Path) -> str:
     log(f"tunery prepare on the {chat_mb:.0f} MB chat JSONL")
     big = measure(tunery_cmd(chat, folder / "out", csv_columns=False), cwd=work).check("tunery prepare (chat)")
     big_report = parse_json_report(big.stdout)
-    big_tokenizer, big_tokens = token_summary(big_report)
-    big_rows = big_report.get("n_examples") or big_report.get("examples") or big_report.get("rows") or "?"
+    big_tokens, _ = token_summary(big_report)
+    big_rows = big_report["counts"]["examples"]
     body += [f"### {chat_mb:,.0f} MB chat JSONL\n",
              "Streamed from alpaca and FastChat conversations with a varying system prompt "
              f"(`BENCH_CHAT_GB={gb:g}`). The legacy tool does not read chat data and loads whole files into "
              "pandas, so it is not run here.\n",
-             table(["tool", "rows", "wall s", "MB/s", "peak RSS MB", "target < 1 GB"], [
-                 ["`tunery prepare FILE -q --json`", big_rows, f"{big.wall_s:.1f}", f"{chat_mb / big.wall_s:.1f}",
+             table(["tool", "examples", "wall s", "MB/s", "peak RSS MB", "target < 1 GB"], [
+                 ["`tunery prepare FILE -q --json`", f"{big_rows:,}", f"{big.wall_s:.1f}", f"{chat_mb / big.wall_s:.1f}",
                   f"{big.peak_rss_mb:.0f}", "**met**" if big.peak_rss_mb < 1024 else "**MISSED**"],
              ]),
-             f"Tokens counted: {big_tokens if big_tokens is not None else '?'} with `{big_tokenizer}`.\n",
+             f"Tokens counted with the {MODEL} tokenizer: {big_tokens:,}.\n" if big_tokens else "No token counts reported.\n",
              load_note() + "\n"]
     return "\n".join(body)
