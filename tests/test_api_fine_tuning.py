@@ -142,7 +142,7 @@ def test_wrong_file_purpose_and_missing_fields(openai_client, api_server):
     assert r.json()["error"]["message"] == "Missing required parameter: 'training_file'."
 
 
-def test_list_pages_newest_first_with_after_limit_and_metadata(openai_client, train_file, spec):
+def test_list_pages_newest_first_with_after_limit_and_metadata(openai_client, api_server, train_file, spec):
     tag = f"run-{time.monotonic_ns()}"
     ids = [
         openai_client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train_file.id, metadata={"tag": tag, "i": str(i)}).id
@@ -156,6 +156,9 @@ def test_list_pages_newest_first_with_after_limit_and_metadata(openai_client, tr
     rest = openai_client.fine_tuning.jobs.list(limit=2, after=ids[1], metadata={"tag": tag})
     assert [j.id for j in rest.data] == [ids[0]] and not rest.has_more
     assert [j.id for j in openai_client.fine_tuning.jobs.list(metadata={"tag": tag, "i": "1"}).data] == [ids[1]]
+    legacy_cursor = httpx.get(f"{api_server.base_url}/fine_tuning/jobs", headers=api_server.headers(),
+                              params={"starting_after": ids[1], "limit": 2, "metadata[tag]": tag}).json()  # openai 0.28.1's cursor
+    assert [j["id"] for j in legacy_cursor["data"]] == [ids[0]]
     # auto-paging through the SDK walks every page with `after`
     assert [j.id for j in openai_client.fine_tuning.jobs.list(limit=1, metadata={"tag": tag})] == ids[::-1]
 

@@ -335,6 +335,11 @@ class _Forwarder:
                                     created_at=created)
                 elif message:
                     queue.add_event(session, self.job_id, message, level=level, data=data, created_at=created)
+                resolved = data.get("hyperparameters")
+                if isinstance(resolved, dict):  # the trainer announces the numbers "auto" became
+                    hp = dict(job.hyperparameters or {})
+                    hp.update({k: resolved[k] for k in OPENAI_HYPERPARAMETERS if k in resolved})
+                    job.hyperparameters = hp
 
 
 def _metrics_message(data: dict) -> str:
