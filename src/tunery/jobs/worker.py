@@ -3,8 +3,11 @@ subprocess, and writes what happens into the database as it happens.
 
 In-process (`start(store)`, called by the API's lifespan) or standalone (`tunery worker`): any
 number of workers can share one database and data folder; claiming is atomic (`queue.claim_next`).
-Concurrency: one job per GPU (each subprocess sees only its GPU), one on a CPU-only machine;
-override with `TUNERY_WORKER_CONCURRENCY` or `[worker] concurrency = N` in config.toml.
+Settings (environment `TUNERY_WORKER_<NAME>`, or `[worker] <name> = …` in config.toml):
+`concurrency` (default one job per GPU, each subprocess seeing only its GPU; one on a CPU-only
+machine), `poll_s` (1.0: how often the queue and job statuses are read), `heartbeat_s` (5.0),
+`stale_after_s` (30: a job whose worker has not written a heartbeat for this long is orphaned),
+`grace_s` (60: how long a signalled trainer may take to checkpoint before it is killed).
 
 Restart safety: stopping a worker (server shutdown) pauses its running jobs (the trainer
 checkpoints) and puts them back in the queue to resume; a job whose worker died (no heartbeat,
