@@ -17,10 +17,20 @@ from tunery.store.keys import get_or_create_project
 from tunery.store.settings import load_settings
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(load_settings(tmp_path))
+from test_store_postgres import pg_url  # noqa: E402,F401 (a throwaway PostgreSQL server, skipped if absent)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """The same tests on SQLite and on PostgreSQL: the queue must not depend on the dialect."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    s = open_store(load_settings(tmp_path, database_url=url))
+    assert s.db.engine.dialect.name == request.param
     yield s
+    if request.param == "postgresql":
+        from tunery.store.db import Base
+
+        Base.metadata.drop_all(s.db.engine)  # the next test starts from an empty database
     s.close()
 
 
