@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
+import random
 import pytest
 
 from tunery.data.split import split_indices, valid_size
@@ -33,33 +33,30 @@ def test_valid_fraction_and_bounds():
 def test_split_covers_everything_once_and_is_seeded():
     train, valid = split_indices(100, 20, seed=42)
     assert len(train) == 80 and len(valid) == 20
-    assert sorted(np.concatenate([train, valid]).tolist()) == list(range(100))
-    again = split_indices(100, 20, seed=42)
-    assert train.tolist() == again[0].tolist() and valid.tolist() == again[1].tolist()
-    other = split_indices(100, 20, seed=7)
-    assert train.tolist() != other[0].tolist()
-    assert train.tolist() != sorted(train.tolist())  # shuffled
+    assert sorted(train + valid) == list(range(100))
+    assert split_indices(100, 20, seed=42) == (train, valid)
+    assert split_indices(100, 20, seed=7)[0] != train
+    assert train != sorted(train)  # shuffled
 
 
 def test_stratified_split_keeps_class_shares():
-    labels = np.array([0] * 600 + [1] * 300 + [2] * 100)
-    rng = np.random.default_rng(0)
-    labels = labels[rng.permutation(1000)]
+    labels = [0] * 600 + [1] * 300 + [2] * 100
+    random.Random(0).shuffle(labels)
     train, valid = split_indices(1000, 200, labels, seed=42)
     assert len(valid) == 200 and len(train) == 800
-    assert Counter(labels[valid].tolist()) == {0: 120, 1: 60, 2: 20}
-    assert Counter(labels[train].tolist()) == {0: 480, 1: 240, 2: 80}
-    assert sorted(np.concatenate([train, valid]).tolist()) == list(range(1000))
+    assert Counter(labels[i] for i in valid) == {0: 120, 1: 60, 2: 20}
+    assert Counter(labels[i] for i in train) == {0: 480, 1: 240, 2: 80}
+    assert sorted(train + valid) == list(range(1000))
 
 
 def test_stratified_remainders_go_to_the_largest_fractions():
-    labels = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    labels = [0] * 5 + [1] * 3 + [2] * 2
     train, valid = split_indices(10, 3, labels, seed=1)
     # exact shares 1.5, 0.9, 0.6 -> floors 1, 0, 0; two more go to 1 (0.9) and 2 (0.6)
-    assert Counter(labels[valid].tolist()) == {0: 1, 1: 1, 2: 1}
+    assert Counter(labels[i] for i in valid) == {0: 1, 1: 1, 2: 1}
     assert len(train) == 7
 
 
 def test_no_validation():
     train, valid = split_indices(5, 0, seed=42)
-    assert len(valid) == 0 and sorted(train.tolist()) == [0, 1, 2, 3, 4]
+    assert valid == [] and sorted(train) == [0, 1, 2, 3, 4]

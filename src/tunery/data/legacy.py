@@ -1,8 +1,8 @@
 """The 15 checks of OpenAI's legacy `prepare_data` tool (openai 0.28.1), in bounded memory.
 
 The legacy tool loads everything into pandas. Here a first streaming pass (`LegacyScan.add`)
-gathers what its decisions need: counts, 64-bit hashes of (prompt, completion) for duplicates and
-of completions for the task type, running common prefixes/suffixes, letter-case counts, long
+gathers what its decisions need: counts, sets of 64-bit hashes of (prompt, completion) for
+duplicates and of completions for the task type, running common prefixes/suffixes, letter-case counts, long
 rows, which candidate separators occur. `LegacyScan.finish()` then makes the same decisions as
 `openai/validators.py` and returns a `LegacyPlan`; after the user accepts or declines the
 recommended remedies, a second pass calls `LegacyPlan.keep(i)` and `LegacyPlan.transform(p, c)`
@@ -14,7 +14,7 @@ the recommended remedies are then applied one after the other.
 
 from __future__ import annotations
 
-from array import array
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,7 @@ CLASSIFICATION = "classification"
 CONDITIONAL = "conditional generation"
 
 _BATCH = 2048
+_ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
 _UPPER = bytes(range(65, 91))
 _LOWER = bytes(range(97, 123))
 _NOT_UPPER = bytes(b for b in range(256) if b not in _UPPER)
@@ -113,13 +114,14 @@ class _Text:
         self.batch = []
         if self.absent:
             self.absent = [c for c in self.absent if c not in text]
-        if text.isascii():
-            b = text.encode("ascii")
-            self.upper += len(b.translate(None, _NOT_UPPER))
-            self.lower += len(b.translate(None, _NOT_LOWER))
-        else:
-            self.upper += sum(1 for c in filter(str.isupper, text) if c.isalpha())
-            self.lower += sum(1 for c in filter(str.islower, text) if c.isalpha())
+        # ASCII letters: count bytes in C (UTF-8 bytes of other characters are all >= 0x80).
+        b = text.encode("utf-8", "surrogatepass")
+        self.upper += len(b.translate(None, _NOT_UPPER))
+        self.lower += len(b.translate(None, _NOT_LOWER))
+        if not text.isascii():  # the few other characters, with the legacy tool's exact test
+            rest = _ASCII_RUNS.sub("", text)
+            self.upper += sum(1 for c in rest if c.isupper() and c.isalpha())
+            self.lower += sum(1 for c in rest if c.islower() and c.isalpha())
 
 
 @dataclass
@@ -190,9 +192,10 @@ class LegacyScan:
         self.unit = unit
         self.n_read = 0
         self.flags = bytearray()
-        self.pair_hashes = array("q")  # over rows with a completion, in order
-        self.completion_hashes = array("q")
-        self.kept_index = array("q")  # row index of each hashed row
+        self.seen_pairs: set[int] = set()  # 64-bit hashes of (prompt, completion)
+        self.seen_completions: set[int] = set()
+        self.n_dup = 0
+        self.dup_lines: list[int] = []
         self.prompt_chars = 0
         self.prompts = _Affixes()
         self.completions = _Affixes()
@@ -203,8 +206,6 @@ class LegacyScan:
         self.n_empty = 0
         self.long_lines: list[int] = []
         self.n_long = 0
-        self.dup_lines: list[int] = []
-        self.lines = array("q")  # position of each row, to name duplicate rows
         self.seen_prompt_key = False
         self.seen_completion_key = False
 
@@ -293,7 +294,6 @@ class LegacyScan:
 
     def add(self, line: int, prompt: str, completion: str) -> None:
         """Record one row (every row read, including those with an empty completion)."""
-        index = self.n_read
         self.n_read += 1
         if not completion:
             self.flags.append(EMPTY)
@@ -307,11 +307,16 @@ class LegacyScan:
             self.n_long += 1
             if len(self.long_lines) < 5:
                 self.long_lines.append(line)
+        pair = hash((prompt, completion))
+        if pair in self.seen_pairs:  # a duplicate of an earlier row (the first one is kept)
+            flag |= DUPLICATE
+            self.n_dup += 1
+            if len(self.dup_lines) < 5:
+                self.dup_lines.append(line)
+        else:
+            self.seen_pairs.add(pair)
         self.flags.append(flag)
-        self.kept_index.append(index)
-        self.lines.append(line)
-        self.pair_hashes.append(hash((prompt, completion)))
-        self.completion_hashes.append(hash(completion))
+        self.seen_completions.add(hash(completion))
         self.prompt_chars += len(prompt)
         self.prompts.add(prompt)
         self.completions.add(completion)
@@ -324,8 +329,6 @@ class LegacyScan:
 
     def finish(self) -> LegacyPlan:
         """Take the legacy tool's decisions; returns the plan with its findings and remedies."""
-        import numpy as np
-
         self.prompt_text.flush()
         self.completion_text.flush()
         unit = self.unit
@@ -383,7 +386,7 @@ class LegacyScan:
             return plan
 
         # the task type, on the rows left after the necessary fixes
-        unique_completions = len(np.unique(np.frombuffer(self.completion_hashes, dtype=np.int64)))
+        unique_completions = len(self.seen_completions)
         plan.task = infer_task(n, unique_completions, self.prompt_chars)
         # 6. classification advice
         if plan.task == CLASSIFICATION:
@@ -396,25 +399,18 @@ class LegacyScan:
             )
 
         # 7. duplicates (keep the first of each (prompt, completion))
-        pairs = np.frombuffer(self.pair_hashes, dtype=np.int64)
-        _, first = np.unique(pairs, return_index=True)
-        dup = np.ones(n, dtype=bool)
-        dup[first] = False
-        dup_rows = np.flatnonzero(dup)
-        if len(dup_rows):
-            kept_index = np.frombuffer(self.kept_index, dtype=np.int64)
-            for i in kept_index[dup_rows]:
-                self.flags[int(i)] |= DUPLICATE
-            lines = [int(self.lines[int(i)]) for i in dup_rows[:5]]
+        self.seen_pairs = set()  # not needed any more: the flags say which rows are duplicates
+        if self.n_dup:
+            lines = self.dup_lines
             f = finding(
                 "duplicate_rows",
                 Level.WARNING,
-                f"{len(dup_rows)} duplicated prompt-completion pairs (first at {unit} {', '.join(map(str, lines))})",
+                f"{self.n_dup} duplicated prompt-completion pairs (first at {unit} {', '.join(map(str, lines))})",
                 line=lines[0],
-                count=len(dup_rows),
-                lines=lines,
+                count=self.n_dup,
+                lines=list(lines),
             )
-            recommend(f, f"Remove {len(dup_rows)} duplicate rows", lambda: setattr(plan, "drop", plan.drop | DUPLICATE))
+            recommend(f, f"Remove {self.n_dup} duplicate rows", lambda: setattr(plan, "drop", plan.drop | DUPLICATE))
 
         # 8. long examples
         if plan.task != OPEN_ENDED and self.n_long:

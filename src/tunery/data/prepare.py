@@ -531,39 +531,39 @@ class _LegacyCheck(_Check):
 
 
 class _Dedup:
-    """Duplicate examples by a 64-bit hash of their canonical JSON (first one kept)."""
+    """Duplicate examples by a 64-bit hash of their canonical JSON (the first one is kept)."""
 
     def __init__(self, unit: str):
         self.unit = unit
-        self.hashes = array("q")
-        self.lines = array("q")
+        self.seen: set[int] = set()
+        self.flags = bytearray()
+        self.n = 0
+        self.lines: list[int] = []
         self.drop = False
-        self.flags: Any = None
 
     def add(self, position: int, record: Any) -> None:
-        self.hashes.append(hash(json.dumps(record, sort_keys=True, ensure_ascii=False)))
-        self.lines.append(position)
+        h = hash(json.dumps(record, sort_keys=True, ensure_ascii=False))
+        if h in self.seen:
+            self.flags.append(1)
+            self.n += 1
+            if len(self.lines) < 5:
+                self.lines.append(position)
+        else:
+            self.seen.add(h)
+            self.flags.append(0)
 
     def finding(self) -> tuple[Finding, legacy.Remedy] | None:
-        import numpy as np
-
-        h = np.frombuffer(self.hashes, dtype=np.int64)
-        _, first = np.unique(h, return_index=True)
-        flags = np.ones(len(h), dtype=bool)
-        flags[first] = False
-        self.flags = flags
-        dups = np.flatnonzero(flags)
-        if not len(dups):
+        self.seen = set()
+        if not self.n:
             return None
-        lines = [int(self.lines[int(i)]) for i in dups[:5]]
         f = Finding(
             "duplicate_examples",
             Level.WARNING,
-            f"{len(dups)} examples are exact duplicates of earlier ones (first at {self.unit} {', '.join(map(str, lines))})",
-            line=lines[0],
-            count=len(dups),
-            lines=lines,
-            data={"remedy": f"Remove {len(dups)} duplicate examples", "recommended": True},
+            f"{self.n} examples are exact duplicates of earlier ones (first at {self.unit} {', '.join(map(str, self.lines))})",
+            line=self.lines[0],
+            count=self.n,
+            lines=list(self.lines),
+            data={"remedy": f"Remove {self.n} duplicate examples", "recommended": True},
         )
         return f, legacy.Remedy(f, lambda: setattr(self, "drop", True))
 
@@ -706,10 +706,10 @@ class _Tokens:
 
         stats = TokenStats(getattr(self.counter, "context_length", None))
         total, trained, lines = self.total, self.trained, self.lines
-        for i in sorted(train.tolist()):  # in file order, so the lines named are the first ones
+        for i in sorted(train):  # in file order, so the lines named are the first ones
             stats.add(total[i], trained[i], lines[i])
         out = stats.to_dict()
-        out["valid_tokens"] = sum(total[i] for i in valid.tolist())
+        out["valid_tokens"] = sum(total[i] for i in valid)
         return out, stats.findings()
 
 

@@ -1,10 +1,13 @@
-"""Train/validation split sizes and seeded, optionally stratified, shuffles of row indices."""
+"""Train/validation split sizes and seeded, optionally stratified, shuffles of row indices.
+
+Pure Python (no numpy): `tunery prepare` stays small in memory, and the split is reproducible
+from the seed alone.
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
-
-import numpy as np
 
 MAX_VALID_EXAMPLES = 1000  # the legacy rule: n_train = max(n - 1000, int(0.8 * n))
 DEFAULT_SEED = 42
@@ -27,28 +30,32 @@ def valid_size(n: int, valid_fraction: float | None = None) -> int:
 
 
 def split_indices(
-    n: int, n_valid: int, labels: Sequence[int] | np.ndarray | None = None, seed: int = DEFAULT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled (train, valid) index arrays. With `labels`, each class keeps its share in both
+    n: int, n_valid: int, labels: Sequence[int] | None = None, seed: int = DEFAULT_SEED
+) -> tuple[list[int], list[int]]:
+    """Shuffled (train, valid) lists of indices. With `labels`, each class keeps its share in both
     sides (largest-remainder allocation of `n_valid` over the classes)."""
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
     if labels is None or n_valid == 0:
-        order = rng.permutation(n)
+        order = list(range(n))
+        rng.shuffle(order)
         return order[n_valid:], order[:n_valid]
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * (n_valid / n)
-    take = np.floor(exact).astype(np.int64)
-    remainder = n_valid - int(take.sum())
-    if remainder:
-        # Classes with the largest fractional parts get one more (ties: larger classes first).
-        by_fraction = np.lexsort((-counts, -(exact - take)))
-        take[by_fraction[:remainder]] += 1
-    train_parts, valid_parts = [], []
-    for cls, k in zip(classes, take):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        valid_parts.append(members[:k])
-        train_parts.append(members[k:])
-    train = rng.permutation(np.concatenate(train_parts))
-    valid = rng.permutation(np.concatenate(valid_parts))
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    classes = sorted(groups)
+    exact = {c: len(groups[c]) * n_valid / n for c in classes}
+    take = {c: int(exact[c]) for c in classes}
+    remainder = n_valid - sum(take.values())
+    # Classes with the largest fractional parts get one more (ties: larger classes, then label order).
+    for c in sorted(classes, key=lambda c: (-(exact[c] - take[c]), -len(groups[c]), c))[:remainder]:
+        take[c] += 1
+    train: list[int] = []
+    valid: list[int] = []
+    for c in classes:
+        members = groups[c]
+        rng.shuffle(members)
+        valid += members[: take[c]]
+        train += members[take[c] :]
+    rng.shuffle(train)
+    rng.shuffle(valid)
     return train, valid
