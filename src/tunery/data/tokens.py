@@ -405,8 +405,15 @@ class TokenCounter:
     def _lengths(self, texts: list[str], add_special_tokens: bool) -> list[int]:
         """Token counts, encoding each distinct text once (classification completions repeat a lot)."""
         unique = list(dict.fromkeys(texts))
-        encodings = self.tokenizer.encode_batch_fast(unique, add_special_tokens=add_special_tokens)
-        length = {text: len(enc) for text, enc in zip(unique, encodings)}
+        if not hasattr(self, "_pieces"):  # byte-level BPE: count by cached pieces (exact, ~5x faster)
+            from tunery.data.fastcount import PieceLengths
+
+            self._pieces = PieceLengths.for_tokenizer(self.tokenizer)
+        if self._pieces is not None:
+            counts = self._pieces.lengths(unique, add_special_tokens)
+        else:
+            counts = [len(e) for e in self.tokenizer.encode_batch_fast(unique, add_special_tokens=add_special_tokens)]
+        length = dict(zip(unique, counts))
         return [length[t] for t in texts]
 
 
