@@ -1,0 +1,75 @@
+"""Counting by cached pre-tokenizer pieces gives exactly the tokenizer's own counts."""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tunery.data.fastcount import PieceLengths
+
+CORPUS = [
+    "The movie was great, and the acting was superb!",
+    "I didn't like it; 1234 reasons why.   Too long\n\nReally.",
+    "Ça n'était pas terrible — 日本語のテキスト 😀 emoji",
+] * 20
+
+TEXTS = [
+    "",
+    " ",
+    "  x",
+    "a  b   ",
+    "\n\n###\n\n",
+    "it's we'll THEY'RE you'd",
+    "123456 ab12 3.14",
+    "héllo wörld ÉÀ 日本語のテキスト",
+    "\t\ttabs\r\nand\x0bvt\x0cff",
+    "emoji 😀👍🏽 mixed",
+    "nbsp\u00a0here  \u2003em space",
+    "special <|end|> inside",
+    "The movie was great" * 50,
+]
+
+
+def byte_level_bpe(bos: bool = False) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<bos>", "<|end|>"])
+    tok.train_from_iterator(CORPUS, trainer)
+    if bos:
+        from tokenizers.processors import TemplateProcessing
+
+        tok.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    return tok
+
+
+@pytest.mark.parametrize("bos", [False, True])
+@pytest.mark.parametrize("add_special_tokens", [False, True])
+def test_counts_equal_the_tokenizers(bos, add_special_tokens):
+    tok = byte_level_bpe(bos)
+    counter = PieceLengths.for_tokenizer(tok)
+    assert counter is not None
+    expected = [len(e) for e in tok.encode_batch(TEXTS, add_special_tokens=add_special_tokens)]
+    assert counter.lengths(TEXTS, add_special_tokens) == expected
+    assert counter.enabled  # the first batch was verified and matched
+    assert counter.lengths(TEXTS[::-1], add_special_tokens) == expected[::-1]  # from the cache
+    assert "The" in counter.pieces and " movie" in counter.pieces
+
+
+def test_a_tokenizer_that_splits_differently_falls_back_to_encoding():
+    tok = byte_level_bpe()
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.split = list  # a wrong split (one piece per character): the first batch's check catches it
+    expected = [len(e) for e in tok.encode_batch(TEXTS, add_special_tokens=False)]
+    assert counter.lengths(TEXTS, False) == expected
+    assert not counter.enabled
+    assert counter.lengths(TEXTS, False) == expected
+
+
+def test_other_tokenizer_shapes_are_not_handled():
+    word = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    word.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert PieceLengths.for_tokenizer(word) is None
+    prefixed = byte_level_bpe()
+    prefixed.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    assert PieceLengths.for_tokenizer(prefixed) is None
