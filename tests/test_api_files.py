@@ -170,10 +170,15 @@ def test_legacy_client_uploads_waits_lists_and_downloads(legacy, api_server, tmp
         done = openai.File.wait_for_processing(f.id)  # polls `status`; returns it
         listed = [x.id for x in openai.File.list().data]
         content = openai.File.download(f.id)
-        print(json.dumps({{"id": f.id, "status": done, "listed": f.id in listed, "bytes": len(content)}}))
+        try:
+            openai.File.retrieve("file-nope")
+        except openai.error.InvalidRequestError as e:
+            missing = [e.http_status, e.param, str(e)]
+        print(json.dumps({{"id": f.id, "status": done, "listed": f.id in listed, "bytes": len(content), "missing": missing}}))
     """)
     got = json.loads(out.strip().splitlines()[-1])
     assert (got["status"], got["listed"], got["bytes"]) == ("processed", True, path.stat().st_size)
+    assert got["missing"] == [404, "file_id", "No such File: file-nope"]
 
 
 def test_checks_left_unfinished_resume_when_the_app_starts(tmp_path):

@@ -92,3 +92,22 @@ def test_ids_look_like_openai_ids():
     assert re.fullmatch(r"ftjob-[A-Za-z0-9]{24}", new_id("ftjob-"))
     assert re.fullmatch(r"file-[A-Za-z0-9]{24}", files.new_file_id())
     assert len({new_id("x_") for _ in range(1000)}) == 1000
+
+
+def test_deleting_a_file_removes_its_blob_only_on_commit(store):
+    with store.db.session_scope() as s:
+        create_key(s, "p")
+        project = s.scalar(select(Project))
+        rec = files.store_file(s, store.blobs, project.id, "a.jsonl", "batch", b"data")
+    with pytest.raises(RuntimeError):
+        with store.db.session_scope() as s:
+            assert files.delete_file(s, store.blobs, project.id, rec.id)
+            raise RuntimeError("rolled back")
+    assert store.blobs.exists(files.blob_key(rec.id))
+    with store.db.session_scope() as s:
+        assert files.get_file(s, project.id, rec.id) is not None
+        assert files.delete_file(s, store.blobs, project.id, rec.id)
+    assert not store.blobs.exists(files.blob_key(rec.id))
+    with store.db.session_scope() as s:
+        assert files.get_file(s, project.id, rec.id) is None
+        assert not files.delete_file(s, store.blobs, project.id, rec.id)

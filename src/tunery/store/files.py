@@ -8,7 +8,7 @@ another project is simply not found.
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String, Text, or_, select
+from sqlalchemy import ForeignKey, Integer, String, Text, event, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tunery.store.blobs import BlobStore
@@ -114,13 +114,14 @@ def list_files(
     return keyset_page(session, stmt, [FileRecord.created_at, FileRecord.id], cursor, limit, order == "desc")
 
 
-def delete_file(session: Session, project_id: str, fid: str) -> bool:
-    """Delete the row; the caller removes the blob once this is committed."""
+def delete_file(session: Session, blobs: BlobStore, project_id: str, fid: str) -> bool:
+    """Delete the row now and the blob once the session commits (a rollback keeps both)."""
     record = get_file(session, project_id, fid)
     if record is None:
         return False
     session.delete(record)
     session.flush()
+    event.listen(session, "after_commit", lambda _session: blobs.delete(blob_key(fid)), once=True)
     return True
 
 

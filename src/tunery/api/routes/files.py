@@ -136,9 +136,8 @@ def retrieve_file(file_id: str, project: Project = Depends(current_project), sto
 @router.delete("/files/{file_id}", response_model=FileDeleted)
 def delete_file(file_id: str, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     with store.db.session_scope() as session:
-        if not repo.delete_file(session, project.id, file_id):
+        if not repo.delete_file(session, store.blobs, project.id, file_id):
             raise not_found("File", file_id, "file_id")
-    store.blobs.delete(repo.blob_key(file_id))
     return FileDeleted(id=file_id)
 
 
