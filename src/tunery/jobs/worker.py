@@ -203,7 +203,10 @@ class Worker:
 
     def train_config(self, job: Job, out: Path) -> dict:
         blobs = self.store.blobs
-        hp = job.hyperparameters or {}
+        # What was asked ("auto" stays "auto"): `job.hyperparameters` shows the resolved numbers,
+        # and a resumed run must be configured exactly like the run whose checkpoint it continues.
+        method = job.method or {}
+        hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
         resume = job.resume and any((out / "checkpoints").glob("step-*"))
         config = {
             "training_file": str(blobs.path(files_repo.blob_key(job.training_file))),
