@@ -7,6 +7,7 @@ is the reference. Legacy records: the prompt is `prompt`, the reference `complet
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
         raise EvalError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalError(f"{path}: cannot read: {exc}") from None
+    return parse_lines(lines, str(path), limit)
+
+
+def parse_lines(lines: Iterable[str], name: str, limit: int | None = None) -> list[Example]:
+    """Examples from JSONL lines; errors say `name, line N: ...`."""
     examples: list[Example] = []
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -85,11 +91,11 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise EvalError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-        example = parse_example(data, f"{path}, line {number}", number)
+            raise EvalError(f"{name}, line {number}: not valid JSON ({exc.msg})") from None
+        example = parse_example(data, f"{name}, line {number}", number)
         if examples and example.kind != examples[0].kind:
-            raise EvalError(f"{path}, line {number}: a {example.kind} record in a file of {examples[0].kind} records (line {examples[0].line})")
+            raise EvalError(f"{name}, line {number}: a {example.kind} record in a file of {examples[0].kind} records (line {examples[0].line})")
         examples.append(example)
     if not examples:
-        raise EvalError(f"{path}: the file has no examples")
+        raise EvalError(f"{name}: the file has no examples")
     return examples

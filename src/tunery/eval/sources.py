@@ -44,7 +44,8 @@ def weights_source(name: str, folder: Path) -> ModelSource | None:
     return None
 
 
-def _metrics_csv(weights: Path) -> Path | None:
+def metrics_csv_for(weights: Path) -> Path | None:
+    """The training curves next to a run's weights (`tunery train` and job folders keep metrics.csv)."""
     for folder in (weights, weights.parent):
         if (folder / "metrics.csv").is_file():
             return folder / "metrics.csv"
@@ -78,7 +79,7 @@ def resolve_eval_model(spec: str, settings=None) -> EvalModel:
     if path.is_dir():
         source = weights_source(spec, path)
         if source is not None:
-            return EvalModel(spec, source, _metrics_csv(source.path))
+            return EvalModel(spec, source, metrics_csv_for(source.path))
     if spec.startswith("ft:") or ":ft-" in spec:
         found = _find_fine_tuned(spec, settings)
         if found is None or not found.weights_path:
@@ -87,7 +88,7 @@ def resolve_eval_model(spec: str, settings=None) -> EvalModel:
         source = weights_source(spec, weights) if weights.is_dir() else None
         if source is None:
             raise EvalError(f"{spec}: its weights are gone from {weights}")
-        return EvalModel(spec, source, _metrics_csv(weights))
+        return EvalModel(spec, source, metrics_csv_for(weights))
     from tunery.models.errors import TuneryModelError
     from tunery.models.resolve import resolve_model
 

@@ -5,4 +5,4 @@ Each module `tunery.api.routes.<name>` exposes `router: fastapi.APIRouter` with 
 adding its module; a new resource adds its name here.
 """
 
-ROUTERS = ("files", "uploads", "models", "fine_tuning", "fine_tunes", "chat", "completions")
+ROUTERS = ("files", "uploads", "models", "fine_tuning", "fine_tunes", "chat", "completions", "evaluations")
