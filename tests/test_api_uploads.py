@@ -131,3 +131,27 @@ def test_total_size_limit(small_server, spec):
     }
     ok = small_server.uploads.create(bytes=5000, filename="ok.jsonl", mime_type="text/jsonl", purpose="batch")
     assert ok.status == "pending"
+
+
+def test_expired_upload_refuses_parts_and_its_parts_are_swept_on_start(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from tunery.api.app import create_app
+    from tunery.store import uploads
+    from tunery.store.keys import create_key as make_key
+    from tunery.store.settings import load_settings
+
+    settings = load_settings(tmp_path)
+    with TestClient(create_app(settings, worker=False)) as client:
+        with client.app.state.store.db.session_scope() as s:
+            headers = {"Authorization": f"Bearer {make_key(s)}"}
+        up = client.post("/v1/uploads", headers=headers, json={"filename": "a", "purpose": "batch", "bytes": 8, "mime_type": "text/plain"}).json()
+        client.post(f"/v1/uploads/{up['id']}/parts", headers=headers, files={"data": ("d", b"1234")})
+        assert (tmp_path / "data" / "uploads" / up["id"]).is_dir()
+        with client.app.state.store.db.session_scope() as s:
+            s.get(uploads.Upload, up["id"]).expires_at -= uploads.UPLOAD_TTL
+        r = client.post(f"/v1/uploads/{up['id']}/parts", headers=headers, files={"data": ("d", b"5678")})
+        assert (r.status_code, r.json()["error"]["message"]) == (400, f"Upload {up['id']} is expired: it no longer accepts changes.")
+        assert client.get("/v1/files", headers=headers).json()["data"] == []
+    with TestClient(create_app(settings, worker=False)):
+        assert not (tmp_path / "data" / "uploads" / up["id"]).exists()

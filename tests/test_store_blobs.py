@@ -58,3 +58,19 @@ def test_delete_file_and_folder(tmp_path):
     store.delete("files/f")
     store.delete("files/missing")
     assert not (tmp_path / "uploads" / "u").exists() and not store.exists("files/f")
+
+
+def test_sweep_removes_only_old_temp_files(tmp_path):
+    import os
+    import time
+
+    store = BlobStore(tmp_path)
+    store.write_bytes("files/keep", b"1")
+    (tmp_path / "files" / ".keep.abc.tmp").write_bytes(b"fresh")  # maybe being written right now
+    old = tmp_path / "files" / ".gone.def.tmp"
+    old.write_bytes(b"crash debris")
+    past = time.time() - 2 * 86_400
+    os.utime(old, (past, past))
+    assert store.sweep_temps("files") == 1
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == [".keep.abc.tmp", "keep"]
+    assert store.sweep_temps("nothing-here") == 0

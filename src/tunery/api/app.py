@@ -8,7 +8,8 @@ the lifespan; routes reach it with `Depends(get_store)` and the caller's project
 `Depends(current_project)` (`tunery.api.auth`). `app.state.file_checks` runs the checks of
 uploaded `fine-tune` files off the request path (`tunery.store.validation`).
 
-Background work: on start the lifespan re-queues file checks the last run did not finish, then,
+Background work: on start the lifespan re-queues file checks the last run did not finish and
+sweeps what a crash or an abandoned upload left (old temp files, parts of expired uploads), then,
 when `worker=True` and `tunery.jobs.worker` exists, calls `tunery.jobs.worker.start(store)`; if
 that returns an object with a `stop()` method it is called on shutdown (before the database is
 closed). The worker must not block: it runs its own threads/subprocesses.
@@ -41,6 +42,18 @@ def _optional_module(name: str):
         raise
 
 
+def _sweep(store) -> None:
+    """What a crash or an abandoned upload left behind: old temp files, parts of expired uploads."""
+    from tunery.store import uploads
+
+    for folder in ("files", "uploads"):
+        store.blobs.sweep_temps(folder)
+    with store.db.session_scope() as session:
+        expired = uploads.expired_pending(session)
+    for upload_id in expired:
+        store.blobs.delete(uploads.parts_folder(upload_id))
+
+
 def create_app(settings: Settings | None = None, *, worker: bool = True) -> FastAPI:
     settings = settings or load_settings()
 
@@ -52,6 +65,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         from tunery.store import validation
 
         validation.resume_pending(store, app.state.file_checks)
+        _sweep(store)
         handle = None
         worker_module = _optional_module("tunery.jobs.worker") if worker else None
         if worker_module is not None:

@@ -132,6 +132,24 @@ class BlobStore:
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
 
+    def sweep_temps(self, folder: str, older_than: float = 86_400) -> int:
+        """Remove temp files a crashed writer left in `folder` (only old ones: another process
+        sharing the data folder may be writing right now). Returns how many were removed."""
+        import time
+
+        base = self.path(folder)
+        if not base.is_dir():
+            return 0
+        cutoff, n = time.time() - older_than, 0
+        for tmp in base.rglob(".*.tmp"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
     def delete(self, key: str) -> None:
         path = self.path(key)
         if path.is_dir():

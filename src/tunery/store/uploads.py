@@ -99,3 +99,8 @@ def parts_of(session: Session, uid: str) -> dict[str, UploadPart]:
 
 def bytes_received(session: Session, uid: str) -> int:
     return session.scalar(select(func.coalesce(func.sum(UploadPart.bytes), 0)).where(UploadPart.upload_id == uid)) or 0
+
+
+def expired_pending(session: Session) -> list[str]:
+    """Ids of uploads that expired before completion: their parts can go."""
+    return list(session.scalars(select(Upload.id).where(Upload.status == PENDING, Upload.expires_at <= now())))
