@@ -7,7 +7,6 @@ Keys are 48 random base62 characters after `sk-tunery-`; only their SHA-256 is s
 from __future__ import annotations
 
 import hashlib
-import secrets
 
 from sqlalchemy import ForeignKey, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column

@@ -33,11 +33,6 @@ INLINE_CHECK_BYTES = 4 * 1024 * 1024  # up to this size, the upload request wait
 CHAT, DPO, LEGACY = "chat", "dpo", "prompt-completion"
 
 
-class FileCheckError(Exception):
-    def __init__(self, line: int | None, message: str) -> None:
-        super().__init__(f"Line {line}: {message}" if line else message)
-
-
 def record_format(record: dict) -> str | None:
     if "messages" in record:
         return CHAT

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 
 from tunery.api.auth import current_project, get_store
-from tunery.api.errors import APIError, not_found
+from tunery.api.errors import APIError
 from tunery.api.protocol.models import ModelDeleted, ModelList, ModelObject
 from tunery.store.context import Store
 from tunery.store.keys import Project
