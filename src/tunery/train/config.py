@@ -60,6 +60,7 @@ class TrainConfig:
     micro_batch_tokens: int | None = None  # tokens per forward pass; default by device
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: str = "auto"  # auto | fp32 | bf16
+    num_threads: int | None = None  # CPU threads; default $TUNERY_NUM_THREADS, else physical cores
     eval_every: int | None = None  # steps between validation passes; default ~10 per run
     valid_sample: int = 64  # examples in each periodic validation pass (the final one uses all)
     keep_checkpoints: int = 3

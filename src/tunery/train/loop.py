@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import resource
 import shutil
@@ -105,7 +106,7 @@ def run(config: TrainConfig, on_event: Callable[[dict], None] | None = None, con
 def _fingerprint(config: TrainConfig, hp: Hyperparameters, model_path: str, examples: list[Example]) -> str:
     """What a checkpoint must match to be resumed from: data, model and every number."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("resume", "out_dir", "eval_every", "keep_checkpoints", "device", "micro_batch_tokens")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("resume", "out_dir", "eval_every", "keep_checkpoints", "device", "micro_batch_tokens", "num_threads")}
     h.update(json.dumps([settings, asdict(hp), model_path], sort_keys=True, default=str).encode())
     for ex in examples:
         h.update(json.dumps([ex.input_ids, ex.weights]).encode())
@@ -170,7 +171,7 @@ class Trainer:
         self.device = modeling.pick_device(cfg.device)
         self.precision = modeling.pick_precision(cfg.precision, self.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(modeling.physical_cores())
+            torch.set_num_threads(cfg.num_threads or int(os.environ.get("TUNERY_NUM_THREADS", 0)) or modeling.physical_cores())
         self.packed = cfg.packing
         self.budget = cfg.micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS.get(self.device.type, 4096)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -186,9 +187,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.hp))
         self.autocast = lambda: modeling.autocast(self.device, self.precision)
         self.loss_fn = modeling.micro_batch_loss
-        # Cancel checks inside the forward pass, so a long micro-batch does not delay a cancel.
-        for layer in modeling.parts(model)[0].layers:
-            layer.register_forward_pre_hook(lambda *_: self.control.check_cancel())
+        modeling.add_cancel_points(model, self.control.check_cancel)
         self.fingerprint = _fingerprint(cfg, self.hp, str(resolved.path), self.train.examples)
 
     def make_optimizer(self):

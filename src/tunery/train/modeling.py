@@ -129,6 +129,20 @@ def parts(model):
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
+def add_cancel_points(model, check) -> None:
+    """Call `check` (which raises to cancel) before each decoder layer, forward and backward: a
+    signal then stops a long micro-batch within one layer's time instead of a whole pass."""
+
+    def backward_point(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.requires_grad:
+            hidden.register_hook(lambda grad: check())
+
+    for layer in parts(model)[0].layers:
+        layer.register_forward_pre_hook(lambda *_: check())
+        layer.register_forward_hook(backward_point)
+
+
 def micro_batch_loss(model, mb):
     """(sum of weighted token losses, sum of weighted correct predictions) of a micro-batch."""
     import torch

@@ -1,0 +1,129 @@
+"""`tunery train`: fine-tune a model on a prepared JSONL file, locally (no server needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+HP_HELP = "'auto' (OpenAI's rule) or a number"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", no_args_is_help=True)(train)
+
+
+def _auto(value: str, name: str, kind: type) -> str | int | float:
+    if value == "auto":
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise typer.BadParameter(f"must be 'auto' or a{'n integer' if kind is int else ' number'}, got {value!r}", param_hint=f"--{name.replace('_', '-')}") from None
+
+
+def train(
+    training_file: Path = typer.Argument(..., help="Prepared JSONL: chat `messages` or legacy prompt/completion records."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ or model/, checkpoints/, metrics.csv, events.jsonl, result.json."),
+    model: str = typer.Option("SmolLM2-135M-Instruct", "--model", "-m", help="Base model: alias, packaged name, local folder, .gguf file or cached Hugging Face id."),
+    validation_file: Path | None = typer.Option(None, "--validation-file", help="JSONL scored for validation loss/accuracy during training."),
+    method: str = typer.Option("lora", "--method", help="lora or full."),
+    n_epochs: str = typer.Option("auto", "--n-epochs", help=f"Epochs: {HP_HELP}."),
+    batch_size: str = typer.Option("auto", "--batch-size", help=f"Examples per optimizer step: {HP_HELP}."),
+    learning_rate_multiplier: str = typer.Option("auto", "--learning-rate-multiplier", help=f"Times the base rate (LoRA 2e-4, full 2e-5): {HP_HELP}."),
+    seed: int = typer.Option(42, "--seed", help="Same seed, same data order and result."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps (quick checks)."),
+    lora_rank: int = typer.Option(16, "--lora-rank"),
+    lora_alpha: int = typer.Option(32, "--lora-alpha"),
+    lora_dropout: float = typer.Option(0.0, "--lora-dropout"),
+    lora_targets: str = typer.Option("q_proj,k_proj,v_proj,o_proj", "--lora-targets", help="Comma-separated module names."),
+    prompt_loss_weight: float = typer.Option(0.01, "--prompt-loss-weight", help="Legacy prompt/completion: weight of prompt tokens."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Truncate examples to this many tokens (default: the model's context)."),
+    packing: bool = typer.Option(True, "--packing/--no-packing", help="Pack examples into rows (padding-free) or pad length-sorted batches."),
+    micro_batch_tokens: int | None = typer.Option(None, "--micro-batch-tokens", help="Tokens per forward pass (gradient accumulation above it)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between validation passes (default: ~10 per run)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    show_masks: int = typer.Option(0, "--show-masks", help="Print N tokenized examples with the trained tokens highlighted, then exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print a final JSON summary (tokens/s, loss, peak memory) on stdout."),
+) -> None:
+    """Fine-tune a base model on TRAINING_FILE (LoRA by default) and write the result to --out.
+
+    Exit codes: 0 done, 1 failed (OUT/error.json), 75 paused (SIGUSR1), 130 cancelled (SIGTERM/SIGINT).
+    """
+    from rich.console import Console
+
+    from tunery.train.config import TrainConfig
+
+    console = Console(stderr=True)
+    config = TrainConfig(
+        training_file=str(training_file), out_dir=str(out), model=model,
+        validation_file=str(validation_file) if validation_file else None, method=method,
+        n_epochs=_auto(n_epochs, "n_epochs", int), batch_size=_auto(batch_size, "batch_size", int),
+        learning_rate_multiplier=_auto(learning_rate_multiplier, "learning_rate_multiplier", float),
+        seed=seed, max_steps=max_steps, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()], prompt_loss_weight=prompt_loss_weight,
+        max_length=max_length, packing=packing, micro_batch_tokens=micro_batch_tokens, device=device,
+        precision=precision, eval_every=eval_every, resume=resume,
+    )
+    if show_masks:
+        raise typer.Exit(_show_masks(config, show_masks))
+    result = _train_with_progress(config, console)
+    if as_json:
+        summary = {k: result.to_dict()[k] for k in ("status", "steps", "total_steps", "trained_tokens", "tokens_per_second", "train_seconds", "peak_memory_mb", "device", "precision", "output_path", "error", "hyperparameters")}
+        summary["train_loss"] = result.final.get("train_loss") if result.final else None
+        summary["final"] = result.final
+        typer.echo(json.dumps(summary))
+    elif result.status == "succeeded":
+        console.print(f"[green]Done[/]: {result.steps} steps, train loss {result.final.get('train_loss'):.4f}, {result.tokens_per_second:,.0f} tokens/s, peak memory {result.peak_memory_mb:,.0f} MB -> {result.output_path}")
+    if result.error:
+        console.print(f"[red]error[/] ({result.error['code']}): {result.error['message']}", highlight=False)
+    elif result.status == "paused":
+        console.print(f"Paused at step {result.steps}/{result.total_steps}; continue with --resume")
+    elif result.status == "cancelled":
+        console.print("Cancelled")
+    raise typer.Exit(result.exit_code)
+
+
+def _show_masks(config, n: int) -> int:
+    from rich.console import Console
+
+    from tunery.train.errors import TrainError
+    from tunery.train.masks_view import show_masks
+    from tunery.train.modeling import load_tokenizer, resolve
+    from tunery.train.records import read_records
+    from tunery.train.tokenize import Tokenizer
+
+    console = Console()
+    try:
+        resolved = resolve(config.model)
+        tokenizer = load_tokenizer(resolved.path)
+        context = resolved.context_length or 2048
+        tok = Tokenizer(tokenizer, min(config.max_length or context, context), config.prompt_loss_weight)
+        examples = [tok.encode(r) for r in read_records(config.training_file)[:n]]
+    except TrainError as exc:
+        Console(stderr=True).print(f"[red]error[/] ({exc.code}): {exc.message}", highlight=False)
+        return 1
+    show_masks(console, tokenizer, examples, n)
+    return 0
+
+
+def _train_with_progress(config, console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tunery.train import run
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("training", total=None, info="")
+
+        def on_event(event: dict) -> None:
+            data = event["data"]
+            if event["type"] == "metrics":
+                info = f"loss {data['train_loss']:.4f}" + (f" val {data['valid_loss']:.4f}" if data.get("valid_loss") is not None else "") + f" {data['tokens_per_second']:,.0f} tok/s"
+                progress.update(task, completed=data["step"], total=data["total_steps"], info=info)
+            elif event["type"] != "status" or event["level"] != "info":
+                progress.console.print(event["message"], highlight=False)
+
+        return run(config, on_event=on_event)
