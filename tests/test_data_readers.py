@@ -177,3 +177,11 @@ def test_reading_is_lazy(tmp_path):
     source = open_source(p)
     first = next(iter(source))
     assert first[0] == 1 and source.bytes_read < p.stat().st_size
+
+
+def test_csv_non_utf8_names_the_line(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_bytes(b"prompt,completion\na,b\ncaf\xe9,b\n")
+    with pytest.raises(DataError, match=r"line 3 is not valid UTF-8"):
+        read(p)
+

@@ -27,7 +27,14 @@ TEXTS = [
     "nbsp\u00a0here  \u2003em space",
     "special <|end|> inside",
     "The movie was great" * 50,
+    "two  spaces, three   spaces, tab\t end ",
+    "ends with two  ",
+    " leading space and\n newline \nmixed\n\nruns\n \n",
+    "a \n\n b",
+    "it 's 'twas ok",
 ]
+# ASCII texts each of whose whitespace runs is short: counted by chunks
+CHUNKED = ["The movie was great, and the acting was superb!", "b.\nSentiment: it 's  x", " lead", "tail ", "x\n y \nz"]
 
 
 def byte_level_bpe(bos: bool = False) -> Tokenizer:
@@ -56,10 +63,20 @@ def test_counts_equal_the_tokenizers(bos, add_special_tokens):
     assert "The" in counter.pieces and " movie" in counter.pieces
 
 
+def test_counting_by_chunks_equals_the_tokenizer():
+    tok = byte_level_bpe()
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True  # no safety net: the chunk path itself must be exact
+    expected = [len(e) for e in tok.encode_batch(CHUNKED, add_special_tokens=False)]
+    assert counter.lengths(CHUNKED, False) == expected
+    assert "movie" in counter.chunks and "The" in counter.first_chunks
+    assert counter.lengths(TEXTS, False) == [len(e) for e in tok.encode_batch(TEXTS, add_special_tokens=False)]
+
+
 def test_a_tokenizer_that_splits_differently_falls_back_to_encoding():
     tok = byte_level_bpe()
     counter = PieceLengths.for_tokenizer(tok)
-    counter.split = list  # a wrong split (one piece per character): the first batch's check catches it
+    counter.split = counter.split_ascii = list  # a wrong split (one piece per character): the first batch's check catches it
     expected = [len(e) for e in tok.encode_batch(TEXTS, add_special_tokens=False)]
     assert counter.lengths(TEXTS, False) == expected
     assert not counter.enabled
@@ -73,3 +90,15 @@ def test_other_tokenizer_shapes_are_not_handled():
     prefixed = byte_level_bpe()
     prefixed.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     assert PieceLengths.for_tokenizer(prefixed) is None
+
+
+def test_random_whitespace_heavy_text_is_counted_exactly():
+    import random
+
+    tok = byte_level_bpe()
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True
+    rng = random.Random(0)
+    alphabet = ["a", "b", "The", "movie", " ", " ", "  ", "\n", "\t", ".", ",", "'s", "'", "1", "23", "!?"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(3000)]
+    assert counter.lengths(texts, False) == [len(e) for e in tok.encode_batch(texts, add_special_tokens=False)]

@@ -76,7 +76,10 @@ def prepare(
     notes: list[str] = []
     counter = None
     if not no_tokens:
-        counter = _token_counter(model, err, notes, fail)
+        # Loaded before the first pass: memory freed after loading is reused by the passes.
+        folder = _model_folder(model, err, notes, fail)
+        if folder is not None:
+            counter = _token_counter(folder, model, notes, fail)
 
     options = PrepareOptions(
         path=file,
@@ -112,27 +115,33 @@ def prepare(
     raise typer.Exit(code)
 
 
-def _token_counter(model, err, notes: list[str], fail):
-    """The chosen base model's tokenizer and chat template, or None (with a note) when unavailable."""
+def _model_folder(model, err, notes: list[str], fail):
+    """The chosen base model's local folder, or None (with a note) when it is not available."""
     try:
         from tunery.models.errors import TuneryModelError
         from tunery.models.resolve import resolve_model
     except ImportError as exc:  # the models module is optional for checking data
         notes.append(f"token statistics skipped: {exc}")
         return None
-    from tunery.data.tokens import TokenCounter
-
     try:
-        resolved = resolve_model(model, on_convert=lambda what: err.print(f"[dim]converting {what} once (about 30 s)...[/]"))
-        return TokenCounter.from_folder(resolved.path)
+        return resolve_model(model, on_convert=lambda what: err.print(f"[dim]converting {what} once (about 30 s)...[/]")).path
     except TuneryModelError as exc:
         if model:  # the user asked for this model: a usage error
             fail(f"--model {model}: {exc}", 2)
         notes.append(f"token statistics skipped: {exc}")
+    return None
+
+
+def _token_counter(folder, model, notes: list[str], fail):
+    """The model's tokenizer and chat template (`TokenCounter`), or None with a note."""
+    from tunery.data.tokens import TokenCounter
+
+    try:
+        return TokenCounter.from_folder(folder)
     except (OSError, ValueError) as exc:
         if model:
             fail(f"--model {model}: cannot read its tokenizer: {exc}", 2)
-        notes.append(f"token statistics skipped: cannot read the tokenizer: {exc}")
+        notes.append(f"token statistics skipped: cannot read the tokenizer in {folder}: {exc}")
     return None
 
 

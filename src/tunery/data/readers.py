@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import os
 import re
@@ -207,31 +208,39 @@ class Source:
                 yield number, {"prompt": "", "completion": text}
 
     def _read_csv(self, delimiter: str = ",") -> Iterator[tuple[int, Any]]:
-        with open(self.path, "rb") as f:
-            lines = (text + "\n" for _, text in self._lines(f))
-            reader = csv.reader(lines, delimiter=delimiter)
-            try:
-                header = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise DataError(f"{self.path}: cannot read the header row: {exc}") from None
-            header = [h.strip() for h in header]
-            width = len(header)
+        # The csv module reads the decoded stream directly (fast); on a decoding error the file is
+        # scanned again, in binary, to name the line.
+        with open(self.path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+            reader = csv.reader(text, delimiter=delimiter)
             row_number = 0
-            while True:
-                try:
-                    row = next(reader)
-                except StopIteration:
+            try:
+                header = next(reader, None)
+                if header is None:
                     return
-                except csv.Error as exc:
-                    raise DataError(f"{self.path}: invalid {self.format.upper()} after data row {row_number}: {exc}") from None
-                if not row:
-                    continue
-                row_number += 1
-                if len(row) < width:
-                    row = row + [""] * (width - len(row))
-                yield row_number, dict(zip(header, row))
+                header = [h.strip() for h in header]
+                width = len(header)
+                for row in reader:
+                    if not row:
+                        continue
+                    row_number += 1
+                    if row_number & 1023 == 0:
+                        self.bytes_read = raw.tell()
+                    if len(row) < width:
+                        row = row + [""] * (width - len(row))
+                    yield row_number, dict(zip(header, row))
+            except UnicodeDecodeError:
+                self._raise_bad_utf8()
+            except csv.Error as exc:
+                if "NUL" in str(exc):
+                    raise DataError(f"{self.path}: data row {row_number + 1} contains NUL bytes; this looks like a binary file") from None
+                raise DataError(f"{self.path}: invalid {self.format.upper()} after data row {row_number}: {exc}") from None
+            self.bytes_read = self.size
+
+    def _raise_bad_utf8(self) -> None:
+        with open(self.path, "rb") as f:
+            for _ in self._lines(f):  # raises DataError naming the line
+                pass
+        raise DataError(f"{self.path}: not valid UTF-8; save the file as UTF-8")
 
     def _read_tsv(self) -> Iterator[tuple[int, Any]]:
         return self._read_csv("\t")

@@ -57,18 +57,23 @@ class Template:
                 )
 
     def render(self, row: dict[str, Any]) -> str:
-        return self.text.format_map(_Row(row))
+        return self.text.format_map(row if isinstance(row, _Row) else _Row.of(row))
 
 
 class _Row(dict):
-    """Missing values render as empty strings, like an empty cell."""
+    """A row for `format_map`: missing columns and None render as empty strings, like empty cells."""
 
     def __missing__(self, key: str) -> str:
         return ""
 
-    def __getitem__(self, key: str) -> Any:
-        value = dict.__getitem__(self, key) if key in self else ""
-        return "" if value is None else value
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Row:
+        wrapped = cls(row)
+        if None in wrapped.values():
+            for key, value in row.items():
+                if value is None:
+                    wrapped[key] = ""
+        return wrapped
 
 
 # -- --where --------------------------------------------------------------------------------
@@ -199,6 +204,7 @@ def build_record(
     row: dict[str, Any], prompt: Template | None, completion: Template, system: str | None, to: str
 ) -> dict[str, Any]:
     """One output record from a row: `{"prompt","completion"}` or chat `{"messages": [...]}`."""
+    row = _Row.of(row)
     p = prompt.render(row) if prompt is not None else ""
     c = completion.render(row)
     if to == "chat":

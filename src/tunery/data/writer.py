@@ -25,8 +25,12 @@ def output_paths(input_path: Path, out_dir: Path | None, split: bool) -> list[Pa
     return [folder / f"{stem}_prepared{s}.jsonl" for s in suffixes]
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
 def dumps(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(", ", ": ")) + "\n").encode("utf-8")
+    """One JSONL line (UTF-8, non-ASCII kept as is)."""
+    return (_ENCODE(record) + "\n").encode("utf-8")
 
 
 class Spool:
