@@ -34,6 +34,14 @@ MAX_CACHED_PIECES = 100_000  # ~10 MB; the cache starts over when full
 _RISKY_SPACES = re.compile(r"[\t\n\r\x0b\x0c ]{3,}|[\t\n\r\x0b\x0c ]{2,}\Z")
 
 
+def _maybe_risky(text: str) -> bool:
+    """Two whitespace characters in a row (cheap `in` scans before the regex)."""
+    return (
+        "  " in text or "\n\n" in text or " \n" in text or "\n " in text
+        or "\t" in text or "\r" in text or "\x0b" in text or "\x0c" in text
+    )  # fmt: skip
+
+
 class _ChunkCounts(dict):
     """chunk -> tokens of `prefix + chunk`, computed on first use from the piece cache."""
 
@@ -55,8 +63,10 @@ class PieceLengths:
         self.tokenizer = tokenizer
         self.split = regex.compile(BYTE_LEVEL_PATTERN).findall
         self.split_ascii = re.compile(ASCII_PATTERN).findall
-        added = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.content]
-        self.has_added = re.compile("|".join(map(re.escape, added))).search if added else (lambda text: None)
+        added = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.content})
+        self.added = added
+        # an added token can only occur where its first character does (`in` is a fast C scan)
+        self.added_starts = sorted({t[0] for t in added})
         # what the post-processor adds to one sequence (a BOS, say): the same for every text
         self.extra = len(tokenizer.encode("", add_special_tokens=True))
         self.pieces: dict[str, int] = {}
@@ -92,16 +102,17 @@ class PieceLengths:
             pieces.clear()
             self.first_chunks.clear()
             self.chunks.clear()
-        split, split_ascii, has_added, risky = self.split, self.split_ascii, self.has_added, _RISKY_SPACES.search
+        split, split_ascii, risky = self.split, self.split_ascii, _RISKY_SPACES.search
+        added, starts = self.added, self.added_starts
         first, later = self.first_chunks, self.chunks.__getitem__
         out = [0] * len(texts)
         by_pieces: list[tuple[int, list[str]]] = []
         missing: set[str] = set()
         fallback: list[int] = []
         for i, text in enumerate(texts):
-            if has_added(text):
+            if any(c in text for c in starts) and any(t in text for t in added):
                 fallback.append(i)
-            elif text.isascii() and not risky(text):
+            elif text.isascii() and not (_maybe_risky(text) and risky(text)):
                 chunks = text.split(" ")
                 out[i] = extra + first[chunks[0]] + sum(map(later, islice(chunks, 1, None)))
             else:
