@@ -7,7 +7,7 @@ summary: tokens, training seconds (on_train_begin -> on_train_end, model load ex
 losses.
 
 usage: trl_sft.py DATA MODEL OUT_JSON [--batch-size 8] [--lr 2e-4] [--epochs 1] [--warmup-steps N]
-       [--bf16] [--model-dtype bfloat16] [--group-by-length] [--padding-free] [--max-steps N]
+       [--bf16] [--model-dtype bfloat16] [--group-by-length] [--padding-free] [--loss-through-eos] [--max-steps N]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=0)
     ap.add_argument("--group-by-length", action="store_true")
     ap.add_argument("--max-steps", type=int, default=-1)
+    ap.add_argument("--loss-through-eos", action="store_true", help="train the answer through <|im_end|>, not the newline after it")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
 
@@ -86,10 +87,26 @@ def main() -> None:
                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[Timer()])
+    if args.loss_through_eos:
+        # SmolLM2's template ends a turn with "<|im_end|>\n", so TRL's completion mask also trains the "\n"
+        # after the end-of-turn token (a near-free token that lowers the mean loss). Tunery trains through
+        # the end-of-turn token only; stop the labels there so both losses average the same tokens.
+        eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+        def through_eos(example):
+            labels = list(example["labels"])
+            trained = [i for i, t in enumerate(labels) if t != -100]
+            ends = [i for i in trained if labels[i] == eos]
+            if ends:
+                for i in trained:
+                    if i > ends[-1]:
+                        labels[i] = -100
+            return {"labels": labels}
+
+        trainer.train_dataset = trainer.train_dataset.map(through_eos)
     ids = trainer.train_dataset["input_ids"]
-    masks = trainer.train_dataset["completion_mask"] if "completion_mask" in trainer.train_dataset.column_names else None
     tokens = sum(len(x) for x in ids)
-    completion_tokens = sum(sum(m) for m in masks) if masks is not None else None
+    completion_tokens = sum(sum(1 for t in x if t != -100) for x in trainer.train_dataset["labels"])
     result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -105,7 +122,7 @@ def main() -> None:
         "trainable_params": trainable,
         "threads": torch.get_num_threads(),
         "config": {"bf16": args.bf16, "padding_free": args.padding_free, "group_by_length": args.group_by_length,
-                   "model_dtype": args.model_dtype, "warmup_steps": args.warmup_steps,
+                   "model_dtype": args.model_dtype, "loss_through_eos": args.loss_through_eos, "warmup_steps": args.warmup_steps,
                    "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs},
     }
     Path(args.out_json).write_text(json.dumps(summary, indent=2))
