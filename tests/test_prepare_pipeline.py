@@ -107,11 +107,15 @@ def test_templates_from_csv_to_chat_with_system_and_where(tmp_path):
     src.write_text("title,body,stars,lang\n" + "".join(f"T{i},body {i},{i % 5 + 1},{'en' if i % 2 else 'de'}\n" for i in range(40)))
     report = prepare(
         PrepareOptions(
-            path=src, prompt=r"{title}\n{body}", completion="{stars}", system="Rate 1-5.", to="chat", where="lang == 'en'", out_dir=tmp_path
+            path=src, prompt=r"{title}\n{body}", completion="{stars}", system="Rate 1-5.", to="chat", where="lang == 'en'",
+            out_dir=tmp_path, split=True,
         )
     )
     assert report.n_filtered == 20 and report.n_read == 20 and report.target == "chat"
-    assert report.task == "classification" and report.n_valid == 4  # 5 classes over 20: split, stratified
+    assert report.task is None and report.classification["n_classes"] == 5
+    assert report.n_valid == 4  # asked for: the legacy size rule, stratified (5 classes x 4 answers)
+    valid_answers = sorted(r["messages"][2]["content"] for r in written(report)[1])
+    assert len(set(valid_answers)) == 4  # 0.8 of an example per class: four classes get one each
     train, valid = written(report)
     first = sorted(train + valid, key=lambda r: r["messages"][1]["content"])[0]
     assert first == {

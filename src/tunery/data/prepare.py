@@ -36,7 +36,7 @@ from tunery.data.writer import Spool, dumps, output_paths
 
 SHAPES = ("completion", "chat", "dpo")
 TOKEN_BATCH = 512
-MAX_LABELS = 100_000  # distinct labels tracked for stratification; beyond it, not classification
+MAX_LABELS = 10_000  # distinct labels tracked for stratification; beyond it, not classification
 
 Decide = Callable[[Finding], bool]
 Progress = Callable[[str, int, int], None]  # (stage, done bytes, total bytes)
@@ -320,7 +320,7 @@ def prepare(
         n_out = report.n_examples
         split = options.split
         if split is None:
-            split = options.valid_fraction is not None or labels is not None
+            split = options.valid_fraction is not None or report.task == legacy.CLASSIFICATION
         if split and n_out < 2:
             report.findings.append(
                 Finding("no_split", Level.WARNING, f"{n_out} example cannot be split; wrote a single file")
@@ -621,10 +621,12 @@ class _ChatCheck(_Check):
         return record
 
     def labels(self) -> Any:
+        # The legacy task rule is for prompt/completion data: chat data is never split on its own
+        # account, but a split the user asks for is stratified when the answers look like classes.
         return self.labels_.per_example if self.labels_.is_classification() else None
 
     def final_task(self) -> str | None:
-        return legacy.CLASSIFICATION if self.labels_.is_classification() else None
+        return None
 
     def classification(self) -> dict[str, Any] | None:
         return self.labels_.summary()
