@@ -193,5 +193,6 @@ def test_token_statistics_with_the_packaged_model(tmp_path):
     report = json.loads(result.stdout)
     tokens = report["tokens"]
     assert tokens["tokens_per_example"]["count"] == 40 and tokens["context_length"] == 8192
+    assert tokens["tokenizer"] == "SmolLM2-135M-Instruct"
     assert report["estimates"]["n_epochs"] == 3
     assert report["estimates"]["billed_tokens"] == 3 * tokens["billable_tokens_per_epoch"]

@@ -74,7 +74,7 @@ def prepare(
         fail(f"--out-dir {out_dir}: not a folder", 2)
 
     notes: list[str] = []
-    counter = None
+    counter = folder = None
     if not no_tokens:
         # Loaded before the first pass: memory freed after loading is reused by the passes.
         folder = _model_folder(model, err, notes, fail)
@@ -105,6 +105,8 @@ def prepare(
         fail(f"{exc.filename or file}: {exc.strerror or exc}", 1)
 
     code = 0 if report.usable else 1
+    if report.tokens is not None and folder is not None:
+        report.tokens["tokenizer"] = Path(folder).name
     if as_json:
         data = report.to_dict()
         data["notes"] = notes

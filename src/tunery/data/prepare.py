@@ -104,6 +104,7 @@ class Report:
             "target": self.target,
             "task": self.task,
             "usable": self.usable,
+            "n_examples": self.n_examples,
             "counts": {
                 "read": self.n_read,
                 "filtered": self.n_filtered,
