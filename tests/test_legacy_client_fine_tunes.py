@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
+import pytest
 from api_support import chat_examples, jsonl
 
 SNIPPET = """
@@ -84,3 +86,31 @@ def test_legacy_bad_parameters_and_unknown_ids(api_server, openai_client):
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.json())
     r = httpx.get(f"{url}/ft-nope", headers=headers)
     assert r.status_code == 404 and r.json()["error"]["message"] == "No such fine-tune job: ft-nope"
+
+
+TRAIN_SNIPPET = """
+import json
+import re
+f = openai.File.create(file=open({path!r}, "rb"), purpose="fine-tune")
+ft = openai.FineTune.create(training_file=f.id, model="curie", suffix="seed", n_epochs=1, batch_size=2, max_steps=2)
+streamed = [e.message for e in openai.FineTune.stream_events(ft.id)]
+done = openai.FineTune.retrieve(id=ft.id)
+print(json.dumps({{"streamed": streamed, "done": done}}))
+"""
+
+
+@pytest.mark.slow
+def test_a_legacy_fine_tune_trains_to_a_legacy_model_name(legacy, spec, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(jsonl([{"prompt": f"Review {i}: loved it ->", "completion": " positive\n"} for i in range(10)]))
+    out = json.loads(legacy.run(TRAIN_SNIPPET.format(path=str(data)), timeout=900))
+    done = out["done"]
+    spec.validate_legacy("FineTune", done)
+    assert done["status"] == "succeeded", done["events"][-3:]
+    assert re.fullmatch(r"curie:ft-default:seed-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}", done["fine_tuned_model"])
+    assert done["hyperparams"]["n_epochs"] == 1 and done["hyperparams"]["batch_size"] == 2
+    (result,) = done["result_files"]  # a whole File object
+    assert result["purpose"] == "fine-tune-results" and result["filename"] == "compiled_results.csv"
+    assert out["streamed"][0].startswith("Created fine-tuning job: ft-")
+    assert out["streamed"][-1] == "The job has successfully completed"
+    assert any(m.startswith("Step 2/2: training loss=") for m in out["streamed"])

@@ -38,6 +38,7 @@ class CreateFineTuneRequest(BaseModel):
     classification_positive_class: str | None = None
     classification_betas: list[float] | None = None
     suffix: Any = None
+    max_steps: Any = None  # Tunery extension: cap the run (quick checks), as in /v1/fine_tuning/jobs
 
 
 class FineTuneEvent(BaseModel):

@@ -2,7 +2,7 @@
 
 The same jobs, queue and worker as `/v1/fine_tuning/jobs`, in the legacy shapes (see
 `protocol/fine_tunes.py`) and with the legacy defaults: model `curie`, `n_epochs` 4,
-`prompt_loss_weight` 0.01. `GET …/events?stream=true` streams server-sent events, one per job
+`prompt_loss_weight` 0.01 (plus Tunery's `max_steps`). `GET …/events?stream=true` streams server-sent events, one per job
 event as it happens, ending with `data: [DONE]` once the job has finished.
 """
 
@@ -52,7 +52,8 @@ def _prompt_loss_weight(value) -> float:
 @router.post("/fine-tunes", response_model=FineTune)
 def create(body: CreateFineTuneRequest, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     try:
-        given = {k: getattr(body, k) for k in ("n_epochs", "batch_size", "learning_rate_multiplier") if getattr(body, k) is not None}
+        given = {k: getattr(body, k) for k in ("n_epochs", "batch_size", "learning_rate_multiplier", "max_steps")
+                 if getattr(body, k) is not None}
         hp = check_hyperparameters(given, "hyperparams")
         options = {
             "prompt_loss_weight": _prompt_loss_weight(0.01 if body.prompt_loss_weight is None else body.prompt_loss_weight),
