@@ -19,6 +19,8 @@ templated rows) to `{"messages": [system?, user, assistant]}` first, and then th
 from __future__ import annotations
 
 import json
+import struct
+import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,6 +39,8 @@ from tunery.data.writer import Spool, dumps, output_paths
 SHAPES = ("completion", "chat", "dpo")
 TOKEN_BATCH = 512
 MAX_LABELS = 10_000  # distinct labels tracked for stratification; beyond it, not classification
+
+_PAIR = struct.Struct("<qII")  # position, prompt bytes, completion bytes
 
 Decide = Callable[[Finding], bool]
 Progress = Callable[[str, int, int], None]  # (stage, done bytes, total bytes)
@@ -155,6 +159,7 @@ class _Records:
         self.prompt = Template(options.prompt, "--prompt") if options.prompt is not None else None
         self.completion = Template(options.completion, "--completion") if options.completion is not None else None
         self.filtered = 0
+        self.check: _Check | None = None  # set by pass 1
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         self.filtered = 0
@@ -222,11 +227,33 @@ def prepare(
     report = Report(input=str(options.path), format=source.format, unit=source.unit, seed=options.seed)
     collector = Collector()
     collector.extend(source.notes)
+
     def tick(stage: str) -> Callable[[], None] | None:
         if progress is None:
             return None
         return lambda: progress(stage, source.bytes_read, source.size)
 
+    out_dir = options.out_dir if options.out_dir is not None else source.path.parent
+    try:
+        return _run(options, records, report, collector, decide, counter, progress, tick, out_dir)
+    finally:
+        if records.check is not None:
+            records.check.close()
+
+
+def _run(
+    options: PrepareOptions,
+    records: _Records,
+    report: Report,
+    collector: Collector,
+    decide: Decide,
+    counter: Any,
+    progress: Progress | None,
+    tick: Callable[[str], Callable[[], None] | None],
+    out_dir: Path,
+) -> Report:
+    """The two passes (see the module docstring); `prepare` owns the temporary files."""
+    source = records.source
     # Pass 1: check.
     shape, first_line, check = None, None, None
     n = 0
@@ -249,7 +276,7 @@ def prepare(
             target = options.to or shape
             if shape == "chat" and target == "completion" or shape == "dpo" and target != "dpo" and options.to:
                 raise UsageError(f"{source.path}: cannot convert {shape} examples to {target} examples")
-            check = _checker(target, shape, source.unit, collector, options.system)
+            check = records.check = _checker(target, shape, source.unit, collector, options.system, out_dir)
         elif this != shape:
             collector.add(
                 _error(
@@ -290,12 +317,11 @@ def prepare(
         return report
 
     # Pass 2: fix, convert, spool, count tokens.
-    out_dir = options.out_dir if options.out_dir is not None else source.path.parent
     with Spool(out_dir) as spool:
         tally = _Tokens(counter, check.target)
         on_tick = tick("writing")
         i = 0
-        for position, record in records:
+        for position, record in check.replay(records):
             out = check.apply(i, position, record)
             i += 1
             if out is not None:
@@ -364,9 +390,9 @@ def _error(code: str, message: str, line: int | None, field: str | None = None) 
 # -- per-shape checks and remedies ----------------------------------------------------------
 
 
-def _checker(target: str, shape: str, unit: str, collector: Collector, system: str | None) -> _Check:
+def _checker(target: str, shape: str, unit: str, collector: Collector, system: str | None, folder: Path) -> _Check:
     if target == "completion":
-        return _LegacyCheck(collector, unit)
+        return _LegacyCheck(collector, unit, folder)
     if target == "chat":
         return _ChatCheck(collector, unit, convert=shape == "completion", system=system)
     return _DpoCheck(collector, unit)
@@ -384,7 +410,13 @@ class _Check:
 
     def decide(self, decide: Decide) -> None: ...
 
-    def apply(self, index: int, position: int, record: dict[str, Any]) -> dict[str, Any] | None: ...
+    def apply(self, index: int, position: int, record: Any) -> dict[str, Any] | None: ...
+
+    def replay(self, records: _Records) -> Iterator[tuple[int, Any]]:
+        """What pass 2 iterates: the input again, by default."""
+        return iter(records)
+
+    def close(self) -> None: ...
 
     def dataset_findings(self) -> list[Finding]:
         return []
@@ -447,9 +479,13 @@ class _Labels:
 class _LegacyCheck(_Check):
     target = "completion"
 
-    def __init__(self, collector: Collector, unit: str):
+    def __init__(self, collector: Collector, unit: str, folder: Path):
         self.collector = collector
         self.scan = legacy.LegacyScan(collector, unit)
+        # Pass 1 keeps each row's (position, prompt, completion) in a compact temporary file, so
+        # pass 2 need not parse, filter and template the input again.
+        folder.mkdir(parents=True, exist_ok=True)
+        self.pairs = tempfile.TemporaryFile(prefix=".tunery-pairs-", dir=folder)
         self.plan: legacy.LegacyPlan | None = None
         self.remedies = []
         self.labels_ = _Labels()
@@ -462,6 +498,24 @@ class _LegacyCheck(_Check):
         pair = self.scan.fields(position, record)
         if pair is not None:
             self.scan.add(position, *pair)
+            p, c = pair[0].encode("utf-8", "surrogatepass"), pair[1].encode("utf-8", "surrogatepass")
+            self.pairs.write(_PAIR.pack(position, len(p), len(c)) + p + c)
+
+    def replay(self, records: _Records) -> Iterator[tuple[int, tuple[str, str]]]:
+        f, source = self.pairs, records.source
+        total = f.tell()
+        f.seek(0)
+        read, unpack, size, k = f.read, _PAIR.unpack, _PAIR.size, 0
+        while header := read(size):
+            position, np_, nc = unpack(header)
+            body = read(np_ + nc)
+            yield position, (body[:np_].decode("utf-8", "surrogatepass"), body[np_:].decode("utf-8", "surrogatepass"))
+            k += 1
+            if k & 2047 == 0:
+                source.bytes_read = source.size * f.tell() // max(total, 1)
+
+    def close(self) -> None:
+        self.pairs.close()
 
     def decide(self, decide: Decide) -> None:
         self.plan = self.scan.finish()
@@ -470,8 +524,6 @@ class _LegacyCheck(_Check):
         self.remedies = self.plan.remedies
         if not self.fatal:
             self.plan.decide(decide)
-        # Pass 2 reads the fields again; what they report was already reported in pass 1.
-        self.scan.collector = Collector()
 
     def dataset_findings(self) -> list[Finding]:
         return self.plan.findings if self.plan is not None else []
@@ -480,7 +532,7 @@ class _LegacyCheck(_Check):
         plan = self.plan
         if not plan.keep(index):
             return None
-        p, c = self.scan.fields(position, record)
+        p, c = record  # from `replay`
         for name, value, suffix in (("prompt", p, plan.common_prompt_suffix), ("completion", c, plan.common_completion_suffix)):
             if suffix and suffix in value[: -len(suffix)]:
                 seen = self.repeated[name]
