@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from api_support import ServerProcess, chat_examples, create_key, jsonl
+from api_support import TUNERY, ServerProcess, chat_examples, create_key, jsonl, server_env
 
 import openai
 
@@ -54,12 +55,17 @@ def server(tmp_path):
 
 
 def test_a_short_job_succeeds_with_a_usable_model_results_and_checkpoints(server, spec):
-    process, client, _ = server
+    process, client, key = server
     train = client.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
     valid = client.files.create(file=("valid.jsonl", jsonl(chat_examples(4))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, validation_file=valid.id,
                                          suffix="smoke", seed=3, method=hyper(max_steps=3))
+    follow = subprocess.Popen([TUNERY, "jobs", "follow", job.id, "--interval", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=server_env(process.home, TUNERY_BASE_URL=process.base_url, TUNERY_API_KEY=key))
     job = wait_for(client, job.id, {"succeeded", "failed", "cancelled"})
+    followed, progress = follow.communicate(timeout=60)
+    assert follow.returncode == 0 and followed.strip() == job.fine_tuned_model  # the CLI followed it live to the end
+    assert "Fine-tuning job started" in progress and "loss" in progress
     assert job.status == "succeeded", job.error
     spec.validate("FineTuningJob", job.model_dump(mode="json", exclude_unset=True))
     assert job.fine_tuned_model == f"ft:gpt-4o-mini:default:smoke:{job.id.removeprefix('ftjob-')}"
@@ -85,6 +91,8 @@ def test_a_short_job_succeeds_with_a_usable_model_results_and_checkpoints(server
     assert len(csv) == 4  # header + 3 steps
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id)
+    assert checkpoints.data, "the final checkpoint is listed"
+    spec.validate("ListFineTuningJobCheckpointsResponse", checkpoints.model_dump(mode="json", exclude_unset=True))
     for c in checkpoints.data:
         spec.validate("FineTuningJobCheckpoint", c.model_dump(mode="json", exclude_unset=True))
         assert c.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{c.step_number}"
