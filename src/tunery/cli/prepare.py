@@ -33,23 +33,23 @@ def prepare(
     completion: Optional[str] = typer.Option(None, "--completion", help="Completion template, e.g. \" {stars}\"."),
     system: Optional[str] = typer.Option(None, "--system", help="System message for every example (needs --to chat)."),
     to: Optional[str] = typer.Option(
-        None, "--to", help="Write 'chat' or 'completion' examples [default: the input's shape; completion from templates]."
+        None, "--to", help="Write 'chat' or 'completion' examples (default: the input's shape; completion from templates)."
     ),
     where: Optional[str] = typer.Option(
         None, "--where", help="Keep rows matching a filter: language == 'en' and stars >= 4, label in ['a', 'b']."
     ),
     model: Optional[str] = typer.Option(
-        None, "--model", help="Base model whose tokenizer and chat template count tokens [default: the packaged model]."
+        None, "--model", help="Base model whose tokenizer and chat template count tokens (default: the packaged model)."
     ),
     no_tokens: bool = typer.Option(False, "--no-tokens", help="Skip token statistics and cost estimates."),
     valid_fraction: Optional[float] = typer.Option(
-        None, "--valid-fraction", help="Share of examples for validation (splits any data) [default: the legacy rule, classification only]."
+        None, "--valid-fraction", help="Share of examples for validation (splits any data) (default: the legacy rule, classification only)."
     ),
     split: Optional[bool] = typer.Option(
-        None, "--split/--no-split", help="Force or prevent the train/validation split [default: split classification data]."
+        None, "--split/--no-split", help="Force or prevent the train/validation split (default: split classification data)."
     ),
     seed: int = typer.Option(42, "--seed", help="Seed of the shuffle and the split."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where to write the outputs [default: next to the input]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where to write the outputs (default: next to the input)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Accept every recommended remedy without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON on stdout (implies -q)."),
 ) -> None:

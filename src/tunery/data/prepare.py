@@ -8,7 +8,9 @@ report). Two streaming passes over the input keep memory bounded whatever the fi
    dataset-level decisions need (hashes for duplicates, affixes, case counts...);
 2. if no error remains: apply the necessary and the accepted remedies, convert to the target
    format, spool the records to a temporary JSONL (keeping only byte offsets), count tokens in
-   batches; then shuffle/split the offsets and copy the lines into the output files.
+   batches; then shuffle/split the offsets and copy the lines into the output files. For
+   prompt/completion data pass 2 replays a compact file of (position, prompt, completion) that
+   pass 1 wrote, instead of parsing and templating the input again.
 
 Which format is written: `to` if given; otherwise the input's own shape, and prompt/completion
 when the records are built from table columns with templates (the legacy flow, whose separator
