@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 # openai==0.28.1 conflicts with the current SDK, so the legacy client lives in its own venv.
 LEGACY ?= .venv-legacy
 
-.PHONY: setup run serve test test-fast bench clean
+.PHONY: setup run serve prepare-sample test test-fast bench clean
 
 setup: $(VENV)/.installed $(LEGACY)/.installed
 
@@ -27,7 +27,14 @@ $(LEGACY)/.installed:
 	$(LEGACY)/bin/pip install -q "openai==0.28.1" "pandas<3" "numpy<2.3" "openpyxl>=3.1"
 	touch $@
 
+# The main job: the OpenAI-compatible service (API + training worker) on http://127.0.0.1:8000/v1.
 run: setup
+	$(BIN)/tunery serve
+
+serve: run
+
+# The data-preparation tool on the bundled sample.
+prepare-sample: setup
 	$(BIN)/tunery prepare examples/data/reviews.csv --prompt "{text}" --completion "{label}" -q --out-dir .tunery/prepared
 
 test: setup
