@@ -86,6 +86,13 @@ def test_legacy_bad_parameters_and_unknown_ids(api_server, openai_client):
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.json())
     r = httpx.get(f"{url}/ft-nope", headers=headers)
     assert r.status_code == 404 and r.json()["error"]["message"] == "No such fine-tune job: ft-nope"
+    mine = httpx.post(url, headers=headers, json={"training_file": f.id}).json()["id"]
+    httpx.post(f"{url}/{mine}/cancel", headers=headers)
+    other = api_server.headers(api_server.new_key("legacy-other"))
+    for method, path in (("GET", f"{url}/{mine}"), ("POST", f"{url}/{mine}/cancel"), ("GET", f"{url}/{mine}/events")):
+        assert httpx.request(method, path, headers=other).status_code == 404
+    assert mine not in [j["id"] for j in httpx.get(url, headers=other).json()["data"]]
+    assert httpx.get(f"{api_server.base_url}/fine_tuning/jobs/{mine}", headers=headers).status_code == 404  # not a current-API job
 
 
 TRAIN_SNIPPET = """

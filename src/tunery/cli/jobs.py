@@ -196,15 +196,13 @@ def worker(concurrency: int = typer.Option(0, "--concurrency", help="jobs at a t
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    from tunery.jobs.worker import Worker, _setting
+    from tunery.jobs.worker import Worker
     from tunery.store.context import open_store
     from tunery.store.settings import load_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     store = open_store(load_settings())
-    w = Worker(store, concurrency=concurrency or int(_setting(store, "concurrency", 0)) or None,
-               poll_s=_setting(store, "poll_s", 1.0), heartbeat_s=_setting(store, "heartbeat_s", 5.0),
-               stale_after_s=_setting(store, "stale_after_s", 30.0))
+    w = Worker.from_settings(store, concurrency=concurrency)
     typer.echo(f"worker {w.id}: {len(w.slots)} slot(s), database {store.settings.database_url}", err=True)
     w.run_forever()
 

@@ -192,7 +192,10 @@ class TrainingProcess:
 
     def _death_message(self, rc: int | None) -> str:
         if rc is not None and rc < 0:
-            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else f"signal {-rc}"
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
             why = " (out of memory, or killed by an operator)" if -rc == signal.SIGKILL else ""
             msg = f"The training process was killed by {name}{why} before it finished."
         elif rc == EXIT_OK:

@@ -106,6 +106,15 @@ class Worker:
         self.thread = threading.Thread(target=self._loop, name="tunery-worker", daemon=True)
         self._last_recovery = 0.0
 
+    @classmethod
+    def from_settings(cls, store: Store, **overrides) -> "Worker":
+        """A worker configured by `TUNERY_WORKER_*` / `[worker]` (see the module doc); `overrides` win."""
+        values = {name: _setting(store, name, default) for name, default in
+                  (("concurrency", 0), ("poll_s", 1.0), ("heartbeat_s", 5.0), ("stale_after_s", 30.0), ("grace_s", DEFAULT_GRACE_S))}
+        values["concurrency"] = int(values["concurrency"]) or None
+        values.update({k: v for k, v in overrides.items() if v})
+        return cls(store, **values)
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "Worker":
@@ -357,11 +366,4 @@ def _metrics_message(data: dict) -> str:
 
 def start(store: Store) -> Worker:
     """The API lifespan hook: an in-process worker with the configured settings."""
-    return Worker(
-        store,
-        concurrency=int(_setting(store, "concurrency", 0)) or None,
-        poll_s=_setting(store, "poll_s", 1.0),
-        heartbeat_s=_setting(store, "heartbeat_s", 5.0),
-        stale_after_s=_setting(store, "stale_after_s", 30.0),
-        grace_s=_setting(store, "grace_s", DEFAULT_GRACE_S),
-    ).start()
+    return Worker.from_settings(store).start()
