@@ -143,6 +143,8 @@ def test_killing_the_trainer_fails_the_job_and_the_server_stays_up(server):
     train = client.files.create(file=("train.jsonl", jsonl(chat_examples(20))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=50))
     wait_metrics(client, job.id)
+    running = client.fine_tuning.jobs.retrieve(job.id)
+    assert running.status == "running" and running.estimated_finish >= int(time.time()) - 5  # from the trainer's ETA
     pid = int((Path(process.home) / "data" / "jobs" / job.id / "train.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     job = wait_for(client, job.id, {"failed"}, timeout=30)
