@@ -241,3 +241,31 @@ def test_chat_tokens_count_assistant_content_and_end_of_turn(tmp_path):
     # per message: <|im_start|> role content... <|im_end|>; system 1+1+2+1, user 1+1+2+1, assistant 1+1+3+1
     assert report.tokens["tokens_per_example"]["min"] == report.tokens["tokens_per_example"]["max"] == 16
     assert report.tokens["trained_tokens"] == 12 * (3 + 1)
+
+
+def test_examples_the_chat_template_cannot_render_are_errors_and_nothing_is_written(tmp_path):
+    # A template that concatenates m['content'] (as SmolLM2's does) fails on a tool-call turn
+    # without content; the trainer could not render that example either.
+    folder = tiny_model(tmp_path / "model")
+    concat = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": concat}))
+    counter = TokenCounter.from_folder(folder)
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    tool_turn = {
+        "messages": [
+            {"role": "user", "content": "look it up"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "found"},
+            {"role": "assistant", "content": "it is found"},
+        ]
+    }
+    rows = [chat(i) for i in range(11)]
+    rows[3:3] = [tool_turn]  # line 4
+    report = prepare(PrepareOptions(path=jsonl(tmp_path / "t.jsonl", rows), out_dir=tmp_path / "out"), counter=counter)
+    refused = [f for f in report.findings if f.code == "chat_template_error"]
+    assert len(refused) == 1 and refused[0].level is Level.ERROR
+    assert refused[0].line == 4 and refused[0].count == 1
+    assert "line 4" in refused[0].message and "content" in refused[0].message
+    assert report.outputs == []
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

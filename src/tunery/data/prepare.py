@@ -334,6 +334,10 @@ def _run(
         tally.flush()
         if on_tick is not None:
             on_tick()
+        refused = tally.refused_finding(source.unit)
+        if refused is not None:  # found while counting: stop before writing, like every other error
+            report.findings.append(refused)
+            return report
         report.findings.extend(check.final_findings())
         report.n_examples = len(spool)
         report.task = check.final_task()
@@ -731,6 +735,7 @@ class _Tokens:
         self.total = array("i")
         self.trained = array("i")
         self.lines = array("q")
+        self.refused: list[tuple[int, str]] = []  # (line, why) of examples the chat template cannot render
 
     def add(self, record: dict[str, Any], position: int) -> None:
         if self.enabled:
@@ -743,19 +748,39 @@ class _Tokens:
         if not self.batch:
             return
         records, self.batch = self.batch, []
+        first = len(self.total)
+        errors: list[Any] = []
         if self.target == "completion":
             counts = self.counter.count_completion(records)
         elif self.target == "chat":
-            counts = self.counter.count_chat(records)
+            counts = self.counter.count_chat(records, errors=errors)
         else:  # DPO: the prompt and the preferred answer (what the policy is pushed towards)
             chats = []
             for r in records:
                 given = r.get("input") or {}
                 chats.append({"messages": list(given.get("messages") or []) + list(r.get("preferred_output") or []), "tools": given.get("tools")})
-            counts = self.counter.count_chat(chats)
-        for total, trained in counts:
+            counts = self.counter.count_chat(chats, errors=errors)
+        for error in errors:
+            self.refused.append((self.lines[first + error.index], error.reason))
+        for count in counts:
+            total, trained = count if count is not None else (0, 0)
             self.total.append(total)
             self.trained.append(trained)
+
+    def refused_finding(self, unit: str) -> Finding | None:
+        """One error for every example the model's chat template cannot render (it could not train on them)."""
+        if not self.refused:
+            return None
+        line, why = self.refused[0]
+        n = len(self.refused)
+        return Finding(
+            "chat_template_error",
+            Level.ERROR,
+            f"the model's chat template cannot render {n} example(s), first at {unit} {line}: {why}",
+            line=line,
+            count=n,
+            lines=[ln for ln, _ in self.refused[:5]],
+        )
 
     def stats(self, train: Any, valid: Any) -> tuple[dict[str, Any], list[Finding]]:
         """TokenStats of the training file (validation tokens are not billed: only their sum)."""
