@@ -145,7 +145,7 @@ def test_errors_remaining_exit_1(tmp_path):
     assert "identical_prompts" in result.stdout and "Not written" in result.stdout
 
 
-def test_make_run_command_on_the_bundled_sample(tmp_path):
+def test_make_prepare_sample_command_on_the_bundled_sample(tmp_path):
     result = tunery(
         "prepare", "examples/data/reviews.csv", "--prompt", "{text}", "--completion", "{label}", "-q",
         "--no-tokens", "--out-dir", str(tmp_path), cwd=ROOT,
