@@ -147,6 +147,9 @@ def check_model(model: Any) -> str:
     except TuneryModelError as exc:
         raise JobParamError(f"The model '{model}' does not exist or is not available for fine-tuning: {exc}", "model",
                             "model_not_found") from None
+    if ":" in model or any(c.isspace() for c in model):  # it becomes a part of `ft:{base}:{org}:…`
+        raise JobParamError(f"The model name '{model}' cannot contain ':' or spaces; add an alias for it "
+                            "($TUNERY_MODEL_ALIASES).", "model", "invalid_model_name")
     return model
 
 
