@@ -75,6 +75,8 @@ class TrainConfig:
         for required in ("training_file", "out_dir"):
             if required not in data:
                 raise TrainError("invalid_config", f"Config needs '{required}'", required)
+        if isinstance(data.get("lora_targets"), str):  # "q_proj,v_proj" as on the command line
+            data = {**data, "lora_targets": [t.strip() for t in data["lora_targets"].split(",") if t.strip()]}
         return cls(**data)
 
     @classmethod
