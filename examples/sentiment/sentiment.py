@@ -1,0 +1,165 @@
+"""The SST-5 sentiment case study against a running Tunery, with the `openai` SDK.
+
+  tunery serve &                        # prints an API key on first start
+  export OPENAI_BASE_URL=http://localhost:8000/v1 OPENAI_API_KEY=<that key>
+  python examples/sentiment/sentiment.py
+
+Steps: `tunery prepare` turns ../shared/data/sst5 train.csv and dev.csv into chat data (a fixed
+system prompt, the review as the user message, the label 0-4 as the answer); both are uploaded;
+a fine-tuning job trains on train with dev as its validation file while a progress bar follows
+it; then one evaluation (POST /v1/evaluations, the serving path the API uses) scores the base
+model zero-shot and 5-shot and the fine-tuned model on dev, prints the comparison and saves the
+HTML report. `--train-limit`, `--dev-limit` and `--max-steps` make a quick run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1].parent / "shared" / "data" / "sst5"
+SYSTEM = ("Classify the sentiment of the movie review. Answer with one number: "
+          "0 very negative, 1 negative, 2 neutral, 3 positive, 4 very positive.")
+# OpenAI's published training prices (USD per 1K tokens) for the comparison; see tunery.data.prices.
+PRICES = {"curie (legacy, 2023)": 0.003, "gpt-3.5-turbo": 0.008, "gpt-4o-mini-2024-07-18": 0.003}
+
+
+def sample_csv(source: Path, target: Path, limit: int | None, seed: int = 0) -> Path:
+    """`source` itself, or a seeded random sample of `limit` rows of it (same columns)."""
+    if limit is None:
+        return source
+    with open(source, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows = random.Random(seed).sample(rows, min(limit, len(rows)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def prepare(csv_path: Path, work: Path) -> Path:
+    """`tunery prepare`: reviews → chat examples with the system prompt and the label as the answer."""
+    subprocess.run(
+        [str(Path(sys.executable).with_name("tunery")), "prepare", str(csv_path), "--prompt", "{text}", "--completion", "{label}",
+         "--to", "chat", "--system", SYSTEM, "--no-split", "-q", "--out-dir", str(work)],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    return work / f"{csv_path.stem}_prepared.jsonl"
+
+
+def follow(client: OpenAI, job_id: str):
+    """A progress bar over the job's steps, fed by its metrics events; returns the finished job."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    seen: set[str] = set()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("queued", total=None, loss="")
+        while True:
+            job = client.fine_tuning.jobs.retrieve(job_id)
+            events = client.fine_tuning.jobs.list_events(job_id, limit=100).data
+            for e in reversed(events):
+                if e.id in seen:
+                    continue
+                seen.add(e.id)
+                data = e.data or {}
+                if e.type == "metrics" and "step" in data:
+                    loss = f"loss {data['train_loss']:.3f}" + (f" · val {data['valid_loss']:.3f}" if data.get("valid_loss") is not None else "")
+                    bar.update(task, completed=data["step"], total=data.get("total_steps"), loss=loss)
+                elif e.type != "metrics":
+                    bar.console.print(f"  {e.message}", highlight=False)
+            bar.update(task, description=job.status)
+            if job.status in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(2)
+
+
+def evaluate(client: OpenAI, body: dict) -> dict:
+    """POST /v1/evaluations and wait for it (Tunery's own endpoint: the SDK's generic post/get)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    evaluation = client.post("/evaluations", body=body, cast_to=object)
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task("eval", total=evaluation["progress"]["total"])
+        while evaluation["status"] in ("queued", "running"):
+            time.sleep(2)
+            evaluation = client.get(f"/evaluations/{evaluation['id']}", cast_to=object)
+            bar.update(task, completed=evaluation["progress"]["completed"])
+    if evaluation["status"] != "succeeded":
+        raise SystemExit(f"evaluation failed: {evaluation['error']['message']}")
+    return evaluation
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct")
+    parser.add_argument("--work", type=Path, default=HERE / "out", help="Where prepared data, results and the report go.")
+    parser.add_argument("--train-limit", type=int, help="Train on a seeded sample of this many reviews (default: all 8,540).")
+    parser.add_argument("--dev-limit", type=int, help="Validate and evaluate on a seeded sample of this many dev reviews (default: all 1,101).")
+    parser.add_argument("--epochs", default="auto")
+    parser.add_argument("--batch-size", default="auto")
+    parser.add_argument("--lr-multiplier", default="auto")
+    parser.add_argument("--max-steps", type=int, help="Stop training after this many steps (a quick run).")
+    parser.add_argument("--few-shot", type=int, default=5)
+    args = parser.parse_args()
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    client = OpenAI(timeout=httpx.Timeout(600.0, connect=10.0))
+    number = lambda v: v if v == "auto" else (float(v) if "." in v else int(v))  # noqa: E731
+
+    print("1. tunery prepare (train, dev)")
+    train = prepare(sample_csv(DATA / "train.csv", work / "train.csv", args.train_limit), work)
+    dev = prepare(sample_csv(DATA / "dev.csv", work / "dev.csv", args.dev_limit), work)
+    print(f"   {train} ({sum(1 for _ in open(train))} examples), {dev} ({sum(1 for _ in open(dev))} examples)")
+
+    print("2. upload")
+    train_file = client.files.create(file=open(train, "rb"), purpose="fine-tune")
+    dev_file = client.files.create(file=open(dev, "rb"), purpose="fine-tune")
+    print(f"   {train_file.id}, {dev_file.id}")
+
+    print("3. fine-tune")
+    hp = {"n_epochs": number(args.epochs), "batch_size": number(args.batch_size), "learning_rate_multiplier": number(args.lr_multiplier)}
+    if args.max_steps:
+        hp["max_steps"] = args.max_steps  # Tunery extension
+    job = client.fine_tuning.jobs.create(model=args.model, training_file=train_file.id, validation_file=dev_file.id,
+                                         hyperparameters=hp, suffix="sst5")
+    print(f"   {job.id}")
+    job = follow(client, job.id)
+    if job.status != "succeeded":
+        raise SystemExit(f"the job {job.status}: {job.error.message if job.error else ''}")
+    seconds = (job.finished_at or 0) - (job.created_at or 0)
+    print(f"   {job.fine_tuned_model}: {job.trained_tokens:,} trained tokens in {seconds / 60:.1f} min (queue to finish), "
+          f"hyperparameters {job.hyperparameters.model_dump()}")
+
+    print("4. evaluate on dev: base zero-shot and few-shot, fine-tuned")
+    evaluation = evaluate(client, {"models": [args.model, job.fine_tuned_model], "file": dev_file.id,
+                                   "few_shot": [0, args.few_shot], "few_shot_file": train_file.id})
+    report = client.get(f"/evaluations/{evaluation['id']}/report", cast_to=httpx.Response).text
+    (work / "report.html").write_text(report, encoding="utf-8")
+    summary = {"job": job.model_dump(mode="json"), "evaluation": evaluation,
+               "openai_cost_usd": {name: round(job.trained_tokens / 1000 * price, 2) for name, price in PRICES.items()}}
+    (work / "results.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+
+    print(f"\n{'model':<58} {'n':>5} {'accuracy':>9} {'macro-F1':>9} {'MAE':>6} {'invalid':>8}")
+    for r in evaluation["results"]:
+        name = r["model"] + (f" ({r['few_shot']}-shot)" if r["few_shot"] else " (zero-shot)")
+        print(f"{name:<58} {r['n']:>5} {r['accuracy']:>9.1%} {r['macro_f1']:>9.3f} {r['mae'] if r['mae'] is not None else float('nan'):>6.3f} {r['invalid']:>8}")
+    print(f"\nMajority class share on this dev set: {max(r['per_class'][c]['support'] for c in r['labels']) / r['n']:.1%}")
+    print("What OpenAI would charge to train on the same tokens: " + ", ".join(f"{k} ${v:,.2f}" for k, v in summary["openai_cost_usd"].items()))
+    print(f"Report: {work / 'report.html'} · all numbers: {work / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
