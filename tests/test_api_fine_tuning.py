@@ -125,9 +125,10 @@ def test_a_malformed_file_fails_with_invalid_file_format_naming_the_line(openai_
         ({"method": {"type": "dpo"}}, "method.type", "not supported"),
     ],
 )
-def test_bad_parameters_get_400_with_the_param(openai_client, train_file, kwargs, param, fragment):
+def test_bad_parameters_get_400_with_the_param(openai_client, train_file, spec, kwargs, param, fragment):
     args = {"model": "gpt-4o-mini", "training_file": train_file.id, **kwargs}
     body = bad_request(openai_client.fine_tuning.jobs.create, **args)
+    spec.validate("ErrorResponse", {"error": body})
     assert body["param"] == param
     assert body["type"] == "invalid_request_error"
     assert fragment in body["message"]
