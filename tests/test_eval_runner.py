@@ -190,3 +190,28 @@ def test_cli_bad_data_line(tiny, monkeypatch):
     bad.write_text('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n{"messages": []}\n')
     out = run_in_process(tiny["base"], "--data", bad, home=tiny["root"] / "home", monkeypatch=monkeypatch)
     assert out.exit_code == 2 and out.stderr == f"error: {bad}, line 2: 'messages' must be a non-empty list\n"
+
+
+def test_legacy_classification_columns_binary_and_multiclass(tiny, registry):
+    from tunery.eval.legacy import classification_columns, classification_columns_for_file
+    from tunery.eval.metrics import auroc
+    from tunery.eval.runner import label_probabilities
+
+    binary = tiny["root"] / "binary.jsonl"
+    rows = [("the quick brown fox", " 1"), ("hello world", " 0"), ("lazy dog", " 1"), ("how are you", " 0")]
+    binary.write_text("".join(json.dumps({"prompt": t + " ->", "completion": c}) + "\n" for t, c in rows))
+    examples = load_examples(binary)
+    served = registry.get(resolve_eval_model(str(tiny["run"])).source)
+    cols = classification_columns(served, examples, n_classes=2, positive_class="1", betas=[0.5])
+    assert set(cols) == {"classification/accuracy", "classification/precision", "classification/recall", "classification/auroc",
+                         "classification/auprc", "classification/f1.0", "classification/f0.5"}
+    # The scores are the model's normalized probabilities of " 1" against " 0".
+    probs = [label_probabilities(served, e, [" 0", " 1"]) for e in examples]
+    assert all(sum(p) == pytest.approx(1.0) and 0 < p[1] < 1 for p in probs)
+    assert cols["classification/auroc"] == pytest.approx(auroc([c == " 1" for _, c in rows], [p[1] for p in probs]))
+    # From the weights folder and the file, as the legacy jobs call it: the same numbers.
+    assert classification_columns_for_file(tiny["run"], binary, 2, "1", [0.5]) == pytest.approx(cols)
+    multi = classification_columns(served, load_examples(tiny["data"]))
+    assert set(multi) == {"classification/accuracy", "classification/weighted_f1_score"}
+    with pytest.raises(Exception, match="3 distinct completions but classification_n_classes is 2"):
+        classification_columns(served, load_examples(tiny["data"]), n_classes=2)

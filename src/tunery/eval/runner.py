@@ -89,47 +89,71 @@ def generate_answers(
     return answers  # type: ignore[return-value]
 
 
-def reference_loss(served: Served, examples: Sequence[Example], shots: Sequence[Example] = (), progress: Progress | None = None) -> dict:
-    """Teacher-forced loss and perplexity of the references given their prompts (with the shots)."""
+def _record(example: Example, shots: Sequence[Example], reference: str):
+    """The training record of prompt (with shots) + `reference`, only the reference weighted."""
+    from tunery.train.records import Record
+
+    prompt = few_shot_prompt(example, shots)
+    if example.kind == CHAT:  # earlier assistant turns (the shots) get weight 0
+        messages = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in prompt]
+        return Record(example.line, "chat", {"messages": [*messages, {"role": "assistant", "content": reference}]})
+    return Record(example.line, "completion", {"prompt": prompt, "completion": reference})
+
+
+def _nll(served: Served, tok, record) -> tuple[float, float]:
+    """(weighted sum of the reference tokens' negative log-likelihoods, sum of weights), one forward pass."""
     import torch
     import torch.nn.functional as F
 
-    from tunery.train.records import Record
+    encoded = tok.encode(record)
+    positions = [j for j, w in enumerate(encoded.weights) if j > 0 and w > 0]
+    if not positions:
+        return 0.0, 0.0
+    engine = served.engine
+    with engine.lock, torch.inference_mode():  # between two engine steps, on the same weights and adapter
+        model = engine.model
+        device = next(model.parameters()).device
+        ids = torch.tensor([encoded.input_ids], device=device)
+        keep = len(encoded.input_ids) - positions[0] + 1  # logits of the last `keep` positions
+        kwargs = {"adapter_names": [served.adapter or BASE_ADAPTER]} if hasattr(model, "peft_config") else {}
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep, **kwargs).logits[0].float().cpu()
+    offset = len(encoded.input_ids) - keep  # logits[k] predicts token offset + k + 1
+    rows = torch.tensor([p - 1 - offset for p in positions])
+    targets = torch.tensor([encoded.input_ids[p] for p in positions])
+    weights = torch.tensor([encoded.weights[p] for p in positions])
+    losses = F.cross_entropy(logits[rows], targets, reduction="none")
+    return float((losses * weights).sum()), float(weights.sum())
+
+
+def _tokenizer(served: Served):
     from tunery.train.tokenize import Tokenizer
 
-    tok = Tokenizer(served.tokenizer, served.context_length, prompt_loss_weight=0.0)
-    engine = served.engine
+    return Tokenizer(served.tokenizer, served.context_length, prompt_loss_weight=0.0)
+
+
+def reference_loss(served: Served, examples: Sequence[Example], shots: Sequence[Example] = (), progress: Progress | None = None) -> dict:
+    """Teacher-forced loss and perplexity of the references given their prompts (with the shots)."""
+    tok = _tokenizer(served)
     total = weight = 0.0
     for example in examples:
-        prompt = few_shot_prompt(example, shots)
-        if example.kind == CHAT:  # only the final answer is scored: earlier assistant turns get weight 0
-            messages = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in prompt]
-            record = Record(example.line, "chat", {"messages": [*messages, {"role": "assistant", "content": example.reference}]})
-        else:
-            record = Record(example.line, "completion", {"prompt": prompt, "completion": example.reference})
-        encoded = tok.encode(record)
-        positions = [j for j, w in enumerate(encoded.weights) if j > 0 and w > 0]
-        if positions:
-            with engine.lock, torch.inference_mode():
-                model = engine.model
-                device = next(model.parameters()).device
-                ids = torch.tensor([encoded.input_ids], device=device)
-                keep = len(encoded.input_ids) - positions[0] + 1  # logits of the last `keep` positions
-                kwargs = {"adapter_names": [served.adapter or BASE_ADAPTER]} if hasattr(model, "peft_config") else {}
-                logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep, **kwargs).logits[0].float()
-            offset = len(encoded.input_ids) - keep  # logits[k] predicts token offset + k + 1
-            rows = torch.tensor([p - 1 - offset for p in positions])
-            targets = torch.tensor([encoded.input_ids[p] for p in positions])
-            weights = torch.tensor([encoded.weights[p] for p in positions])
-            losses = F.cross_entropy(logits[rows.to(logits.device)], targets.to(logits.device), reduction="none").cpu()
-            total += float((losses * weights).sum())
-            weight += float(weights.sum())
+        s, w = _nll(served, tok, _record(example, shots, example.reference))
+        total, weight = total + s, weight + w
         if progress is not None:
             progress(1)
     if not weight:
         return {"loss": None, "perplexity": None}
     loss = total / weight
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf}
+
+
+def label_probabilities(served: Served, example: Example, answers: Sequence[str]) -> list[float]:
+    """P(answer | prompt) for each candidate answer (written as in the references, e.g. " 1"),
+    normalized over the candidates: the model's scores for AUROC/AUPRC."""
+    tok = _tokenizer(served)
+    logps = [-_nll(served, tok, _record(example, (), a))[0] for a in answers]
+    top = max(logps)
+    weights = [math.exp(lp - top) for lp in logps]
+    return [w / sum(weights) for w in weights]
 
 
 def evaluate_served(
