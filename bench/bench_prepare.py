@@ -172,7 +172,10 @@ def run(work: Path) -> str:
     big_report = parse_json_report(big.stdout)
     big_tokens, _ = token_summary(big_report)
     big_rows = big_report["counts"]["examples"]
-    body += [f"### {chat_mb:,.0f} MB chat JSONL\n",
+    reduced = "" if gb >= 1 else (f"**Reduced run** (`BENCH_CHAT_GB={gb:g}`; the issue asks for 1 GB, the default): at "
+                                  f"{chat_mb / big.wall_s:.2f} MB/s on this shared machine 1 GB would take "
+                                  f"~{1000 / (chat_mb / big.wall_s) / 60:.0f} min.\n")
+    body += [f"### {chat_mb:,.0f} MB chat JSONL\n", reduced,
              "Streamed from alpaca and FastChat conversations with a varying system prompt "
              f"(`BENCH_CHAT_GB={gb:g}`). The legacy tool does not read chat data and loads whole files into "
              "pandas, so it is not run here.\n",
