@@ -215,3 +215,10 @@ def test_legacy_classification_columns_binary_and_multiclass(tiny, registry):
     assert set(multi) == {"classification/accuracy", "classification/weighted_f1_score"}
     with pytest.raises(Exception, match="3 distinct completions but classification_n_classes is 2"):
         classification_columns(served, load_examples(tiny["data"]), n_classes=2)
+
+
+def test_cli_unreachable_home_database_is_one_line(tiny, monkeypatch):
+    monkeypatch.setenv("TUNERY_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")  # nothing listens on port 1
+    out = run_in_process("ft:a:b", "--data", tiny["data"], home=tiny["root"] / "home", monkeypatch=monkeypatch)
+    assert out.exit_code == 2 and out.stderr.startswith("error: ft:a:b: cannot open the local Tunery home to look it up: ")
+    assert out.stderr.count("\n") == 1

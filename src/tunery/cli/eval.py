@@ -52,7 +52,7 @@ def eval_command(
     from tunery.eval.evaluate import make_plan
     from tunery.eval.sources import resolve_eval_model
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
     ks = _ints(few_shot, "--few-shot")
     try:
         examples = load_examples(data, limit)
@@ -61,7 +61,7 @@ def eval_command(
         plan = make_plan(resolved, examples, task, [x for x in labels.split(",")] if labels else None, ks, pool, seed=seed,
                          max_tokens=max_tokens, temperature=temperature, with_loss=loss)
     except EvalError as exc:
-        err.print(f"[red]error[/]: {exc}")
+        err.print(f"error: {exc}", style="red")
         raise typer.Exit(2) from None
     results, records = _run(plan, batch_size, err)
     if answers:
@@ -75,7 +75,7 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "name"} for r in results], indent=1))
     else:
-        _table(Console(), results, plan.task)
+        _table(Console(emoji=False), results, plan.task)
 
 
 def _run(plan, batch_size: int, err):
@@ -98,16 +98,17 @@ def _run(plan, batch_size: int, err):
 
             return run_plan(plan, registry, on_run, lambda k: progress.advance(state["task"], k))
     except EvalError as exc:
-        err.print(f"[red]error[/]: {exc}")
+        err.print(f"error: {exc}", style="red")
         raise typer.Exit(2) from None
     except Exception as exc:  # a model that cannot load or generate: one line, no traceback
-        err.print(f"[red]error[/]: {type(exc).__name__}: {exc}")
+        err.print(f"error: {type(exc).__name__}: {exc}", style="red")
         raise typer.Exit(1) from None
     finally:
         registry.close()
 
 
 def _table(console, results: list[dict], task) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from tunery.eval.report import fmt, summary_columns
@@ -118,5 +119,5 @@ def _table(console, results: list[dict], task) -> None:
     for _, header, _ in cols:
         table.add_column(header, justify="right")
     for r in results:
-        table.add_row(r["name"], *(fmt(r.get(k), spec) for k, _, spec in cols))
+        table.add_row(escape(r["name"]), *(fmt(r.get(k), spec) for k, _, spec in cols))
     console.print(table)

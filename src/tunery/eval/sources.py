@@ -61,7 +61,11 @@ def _find_fine_tuned(name: str, settings=None):
     from tunery.store.keys import Project
     from tunery.store.settings import load_settings
 
-    store = open_store(settings or load_settings())
+    try:
+        store = open_store(settings or load_settings())
+    except Exception as exc:  # a bad config or an unreachable database: say so in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvalError(f"{name}: cannot open the local Tunery home to look it up: {first}") from None
     try:
         with store.db.session_scope() as session:
             for project_id in session.scalars(select(Project.id)).all():
