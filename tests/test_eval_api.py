@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from api_support import create_key, server_env  # noqa: F401
+from api_support import create_key
 from serve_server import FT, start_tiny_server
 
 from tunery.eval.dataset import load_examples
