@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 from sqlalchemy import select
 
-from tunery.jobs import queue, states
+from tunery.jobs import legacy_results, queue, states
 from tunery.jobs.runner import DEFAULT_GRACE_S, Outcome, TrainingProcess, watch
 from tunery.jobs.validate import check_job_file
 from tunery.store import files as files_repo
@@ -239,6 +240,7 @@ class Worker:
             out = folder / "out"
             config = self.train_config(job, out)
             resuming = config["resume"]
+            legacy, classification = job.legacy, (job.options or {}).get("classification") or {}
             queue.add_event(session, job.id, "Fine-tuning job resumed from its last checkpoint" if resuming else "Fine-tuning job started")
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
         process = TrainingProcess(folder, out, config, command=self.command, env=env)
@@ -257,15 +259,42 @@ class Worker:
             return {states.CANCELLED: signal.SIGTERM, states.PAUSED: signal.SIGUSR1}.get(status)
 
         outcome = watch(process, forward, wanted_signal, poll_s=0.5, grace_s=self.grace_s)
-        self._finish(job_id, model_name, out, outcome, process)
+        results = None
+        if outcome.status == "succeeded" and legacy:
+            results = self._compile_legacy(job_id, folder, out, classification, env, forward, wanted_signal)
+        self._finish(job_id, model_name, out, outcome, process, results)
 
-    def _finish(self, job_id: str, model_name: str, out: Path, outcome: Outcome, process: TrainingProcess) -> None:
+    def _compile_legacy(self, job_id: str, folder: Path, out: Path, classification: dict, env: dict | None,
+                        forward: "_Forwarder", wanted_signal) -> bytes:
+        """The legacy `compiled_results.csv`, made by a follow-up subprocess (`legacy_results`) while
+        the job is still running; if that fails, the training metrics alone, with a warning event."""
+        results = folder / "results"
+        config = {"train_config": str(folder / "config.json"), "out_dir": str(out), "results_dir": str(results),
+                  "classification": classification}
+        process = TrainingProcess(results, results, config, command=[sys.executable, "-m", "tunery.jobs.legacy_results"], env=env)
+        process.start()
+
+        def stop_only() -> int | None:  # a cancel or a server stop ends it; a pause waits for it (it is short)
+            return signal.SIGTERM if self.stopping.is_set() or wanted_signal() == signal.SIGTERM else None
+
+        outcome = watch(process, forward, stop_only, poll_s=0.5, grace_s=self.grace_s)
+        path = results / legacy_results.RESULTS_NAME
+        if outcome.status == "succeeded" and path.exists():
+            return path.read_bytes()
+        why = (outcome.error or {}).get("message") or "it was stopped"
+        with self.store.db.session_scope() as session:
+            queue.add_event(session, job_id, f"The result file holds the training metrics only (no elapsed_tokens, elapsed_examples or "
+                            f"classification columns): compiling it failed: {why}", level="warn")
+        return legacy_results.legacy_csv(legacy_results.read_metrics(out / "metrics.csv"))
+
+    def _finish(self, job_id: str, model_name: str, out: Path, outcome: Outcome, process: TrainingProcess,
+                results: bytes | None = None) -> None:
         with self.store.db.session_scope() as session:
             job = session.scalar(select(Job).where(Job.id == job_id).execution_options(populate_existing=True))
             live = [states.RUNNING, states.PAUSED]
             if outcome.status == "succeeded":
                 if job.status in live:
-                    self._succeed(session, job, model_name, out, outcome.result or {})
+                    self._succeed(session, job, model_name, out, outcome.result or {}, results)
                 return
             if self.stopping.is_set() and job.status == states.RUNNING and outcome.status != "cancelled":
                 # Server shutdown: the trainer checkpointed (or was killed); resume on next start.
@@ -290,10 +319,14 @@ class Worker:
                 queue.transition(session, job_id, states.FAILED, live, error=error, worker_id=None, estimated_finish=None)
                 queue.add_event(session, job_id, f"Fine-tuning job failed: {error['message']}", level="error")
 
-    def _succeed(self, session, job: Job, model_name: str, out: Path, result: dict) -> None:
-        results_name = "compiled_results.csv" if job.legacy else "step_metrics.csv"
+    def _succeed(self, session, job: Job, model_name: str, out: Path, result: dict, results: bytes | None = None) -> None:
+        """`results`: the legacy result file (`_compile_legacy`); current-API jobs publish the trainer's metrics.csv."""
+        results_name = legacy_results.RESULTS_NAME if job.legacy else "step_metrics.csv"
         csv = out / "metrics.csv"
-        data = csv.read_bytes() if csv.exists() else b"step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n"
+        if job.legacy:
+            data = results if results is not None else legacy_results.legacy_csv(legacy_results.read_metrics(csv))
+        else:
+            data = csv.read_bytes() if csv.exists() else b"step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n"
         record = files_repo.store_file(session, self.store.blobs, job.project_id, results_name, "fine-tune-results", data)
         resolved = result.get("hyperparameters") or {}
         hp = dict(job.hyperparameters or {})

@@ -49,6 +49,22 @@ def _prompt_loss_weight(value) -> float:
     return float(value)
 
 
+def _classification(body: CreateFineTuneRequest) -> dict:
+    """The legacy classification options as stored for the results step (`jobs.legacy_results`)."""
+    if body.classification_n_classes is not None and body.classification_n_classes < 2:
+        raise JobParamError(f"Invalid value for 'classification_n_classes': expected an integer of at least 2, got "
+                            f"{body.classification_n_classes}.", "classification_n_classes")
+    if body.classification_positive_class is not None and not body.classification_positive_class.strip():
+        raise JobParamError("Invalid value for 'classification_positive_class': expected a non-blank label.",
+                            "classification_positive_class")
+    for beta in body.classification_betas or ():
+        if not beta > 0:
+            raise JobParamError(f"Invalid value for 'classification_betas': every beta must be greater than 0, got {beta}.",
+                                "classification_betas")
+    return {k: getattr(body, k) for k in ("compute_classification_metrics", "classification_n_classes", "classification_positive_class",
+                                          "classification_betas") if getattr(body, k) not in (None, False)}
+
+
 @router.post("/fine-tunes", response_model=FineTune)
 def create(body: CreateFineTuneRequest, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     try:
@@ -57,12 +73,7 @@ def create(body: CreateFineTuneRequest, project: Project = Depends(current_proje
         hp = check_hyperparameters(given, "hyperparams")
         options = {
             "prompt_loss_weight": _prompt_loss_weight(0.01 if body.prompt_loss_weight is None else body.prompt_loss_weight),
-            "classification": {
-                k: getattr(body, k)
-                for k in ("compute_classification_metrics", "classification_n_classes", "classification_positive_class",
-                          "classification_betas")
-                if getattr(body, k) not in (None, False)
-            },
+            "classification": _classification(body),
         }
         with store.db.session_scope() as session:
             job = create_job(session, project.id, model=body.model or "curie", training_file=body.training_file,
