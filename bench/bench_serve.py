@@ -1,0 +1,208 @@
+"""Serving throughput: 8 concurrent chat clients against `tunery serve` (continuous batching),
+versus one-request-at-a-time transformers `generate` on the same packaged model, same machine,
+one run; then the same clients with 4 different LoRA adapters mixed in one stream of requests.
+
+Each request: a ~100-token chat prompt, greedy, `max_tokens=64`, streamed (SSE) so that time to
+first token is measured by the client as a user sees it (HTTP, JSON, detokenization included).
+Tokens/s counts the completion tokens the server reports (`usage`), over the wall time of the run.
+The adapters are random LoRA weights (rank 16 on q/k/v/o of every layer) registered as the
+project's fine-tuned models, as the job worker records them: the cost of mixing is the same as for
+trained ones. Sizes: TUNERY_BENCH_SERVE_REQUESTS (per client, default 3), _BASELINE (default 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' server/registration helpers
+
+CLIENTS = 8
+PROMPT_TOKENS = 100
+NEW_TOKENS = 64
+ADAPTERS = 4
+PER_CLIENT = int(os.environ.get("TUNERY_BENCH_SERVE_REQUESTS", 3))
+BASELINE = int(os.environ.get("TUNERY_BENCH_SERVE_BASELINE", 6))
+
+
+def prompts(tokenizer, n: int) -> list[list[dict]]:
+    """n distinct conversations whose rendered prompt is ~PROMPT_TOKENS tokens (alpaca instructions)."""
+    rows = json.loads((ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_5000.json").read_text())
+    filler = " ".join(r["output"] for r in rows[:200]).split()
+    out = []
+    for i in range(n):
+        head = rows[i]["instruction"]
+        words = filler[i * 50 :]
+        lo, hi = 0, 400
+        while lo < hi:  # most filler words that keep the prompt within PROMPT_TOKENS
+            mid = (lo + hi + 1) // 2
+            msgs = [{"role": "user", "content": f"{head} Context: {' '.join(words[:mid])}"}]
+            if len(_ids(tokenizer, msgs)) <= PROMPT_TOKENS:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append([{"role": "user", "content": f"{head} Context: {' '.join(words[:lo])}"}])
+    return out
+
+
+def _ids(tokenizer, messages) -> list[int]:
+    return tokenizer(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+
+
+def baseline(model_dir: Path, convs: list) -> dict:
+    """One request at a time with transformers `generate` (greedy, KV cache, same stop token)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = [torch.tensor([_ids(tok, c)]) for c in convs]
+    with torch.inference_mode():
+        model.generate(ids[0], max_new_tokens=4, do_sample=False)  # warm-up
+        ttft, tokens = [], 0
+        for x in ids:
+            t0 = time.perf_counter()
+            model.generate(x, max_new_tokens=1, do_sample=False)
+            ttft.append(time.perf_counter() - t0)
+        started = time.perf_counter()
+        for x in ids:
+            out = model.generate(x, max_new_tokens=NEW_TOKENS, do_sample=False)
+            tokens += out.shape[1] - x.shape[1]
+        wall = time.perf_counter() - started
+    # A queue of clients served one at a time waits for everyone ahead: the i-th waits i requests.
+    per_request = wall / len(ids)
+    queued = [i * per_request + t for i, t in enumerate(ttft[: CLIENTS])]
+    return {"tokens": tokens, "wall": wall, "tps": tokens / wall, "ttft": ttft, "queued_ttft": queued, "requests": len(ids)}
+
+
+async def _client(http, url, headers, jobs, results):
+    for model, messages in jobs:
+        body = {"model": model, "messages": messages, "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+        t0 = time.perf_counter()
+        first = None
+        usage = None
+        async with http.stream("POST", url, json=body, headers=headers) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code}: {(await r.aread()).decode()[:300]}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if first is None and any(c.get("delta", {}).get("content") or c.get("finish_reason") for c in chunk.get("choices", [])):
+                    first = time.perf_counter() - t0
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+        results.append({"ttft": first, "tokens": usage["completion_tokens"], "latency": time.perf_counter() - t0})
+
+
+async def load(base_url: str, key: str, streams: list[list[tuple[str, list]]]) -> dict:
+    headers = {"Authorization": f"Bearer {key}"}
+    results: list[dict] = []
+    async with httpx.AsyncClient(timeout=3600) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(_client(http, f"{base_url}/chat/completions", headers, jobs, results) for jobs in streams))
+        wall = time.perf_counter() - started
+    tokens = sum(r["tokens"] for r in results)
+    return {"tokens": tokens, "wall": wall, "tps": tokens / wall, "ttft": [r["ttft"] for r in results], "requests": len(results)}
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def make_adapters(base: Path, work: Path) -> list[Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = []
+    tok = AutoTokenizer.from_pretrained(base)
+    for i in range(ADAPTERS):
+        folder = work / f"adapter{i}"
+        if not (folder / "adapter_config.json").exists():
+            torch.manual_seed(i)
+            model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.002)
+            model.save_pretrained(folder)
+            tok.save_pretrained(folder)
+        out.append(folder)
+    return out
+
+
+def run(work: Path) -> str:
+    from api_support import ServerProcess, create_key
+    from serve_server import register_fine_tune
+    from transformers import AutoTokenizer
+
+    from tunery.models.resolve import resolve_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    resolved = resolve_model(None)
+    tok = AutoTokenizer.from_pretrained(resolved.path)
+    n = CLIENTS * PER_CLIENT
+    convs = prompts(tok, n)
+    prompt_lens = [len(_ids(tok, c)) for c in convs]
+
+    adapters = make_adapters(resolved.path, work)
+    home = work / "home"
+    if home.exists():
+        import shutil
+
+        shutil.rmtree(home)
+    key = create_key(home)
+    names = [f"ft:SmolLM2-135M-Instruct:default:bench{i}:ftjob-bench{i}" for i in range(ADAPTERS)]
+    for name, folder in zip(names, adapters):
+        register_fine_tune(home, key, name, folder)
+
+    print(f"baseline: {BASELINE} requests one at a time", flush=True)
+    base = baseline(resolved.path, convs[:BASELINE])
+
+    server = ServerProcess(home, args=("--no-worker",)).start(timeout=120)
+    try:
+        warm = [[(m, convs[0])] for m in [resolved.name, *names]]
+        asyncio.run(load(server.base_url, key, warm))  # load the base and hot-load every adapter
+        split = lambda models: [[(models[(c * PER_CLIENT + j) % len(models)], convs[c * PER_CLIENT + j]) for j in range(PER_CLIENT)] for c in range(CLIENTS)]
+        print(f"tunery: {CLIENTS} clients x {PER_CLIENT} requests, base model", flush=True)
+        single = asyncio.run(load(server.base_url, key, split([resolved.name])))
+        print(f"tunery: {CLIENTS} clients x {PER_CLIENT} requests, {ADAPTERS} adapters mixed", flush=True)
+        mixed = asyncio.run(load(server.base_url, key, split(names)))
+    finally:
+        server.stop()
+
+    load_avg = os.getloadavg()
+    rows = [
+        ("transformers `generate`, one request at a time", base, f"{pct(base['ttft'], .5):.2f} / {pct(base['ttft'], .95):.2f} (alone); {pct(base['queued_ttft'], .5):.1f} / {pct(base['queued_ttft'], .95):.1f} (8 queued)"),
+        (f"tunery serve, {CLIENTS} clients, base model", single, f"{pct(single['ttft'], .5):.2f} / {pct(single['ttft'], .95):.2f}"),
+        (f"tunery serve, {CLIENTS} clients, {ADAPTERS} adapters mixed", mixed, f"{pct(mixed['ttft'], .5):.2f} / {pct(mixed['ttft'], .95):.2f}"),
+    ]
+    lines = [
+        f"Packaged {resolved.name} (fp32, CPU), chat prompts of {min(prompt_lens)}-{max(prompt_lens)} tokens (mean {statistics.mean(prompt_lens):.0f}), "
+        f"greedy, max 64 new tokens, streamed over HTTP. Load average at the end: {load_avg[0]:.1f} "
+        f"(other engineers' jobs share these cores: absolute numbers are noisy, compare within a run).",
+        "",
+        "| setup | requests | generated tokens | wall s | tokens/s | TTFT p50 / p95 s |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, r, ttft in rows:
+        lines.append(f"| {label} | {r['requests']} | {r['tokens']} | {r['wall']:.1f} | {r['tps']:.1f} | {ttft} |")
+    speedup = single["tps"] / base["tps"]
+    cost = 1 - mixed["tps"] / single["tps"]
+    lines += [
+        "",
+        f"- Continuous batching vs one at a time: **{speedup:.1f}x** tokens/s (target >= 4x: {'met' if speedup >= 4 else 'NOT met'}).",
+        f"- Mixing {ADAPTERS} adapters in the batch costs **{cost * 100:.0f}%** of the base-only throughput (target < 20%: {'met' if cost < 0.2 else 'NOT met'}).",
+        "- Baseline TTFT 'alone' is prefill + one token with nothing ahead; '8 queued' is what 8 clients served one at a time would see.",
+    ]
+    return "\n".join(lines)
