@@ -187,7 +187,7 @@ def run(work: Path) -> str:
         "- `padding_free=False` and `packing=False`: TRL documents padding-free (and BFD packing, which implies it) as "
         "supported only with FlashAttention; checked here on CPU with SDPA, the padding-free batch of 4 sequences "
         "gave a loss of 13.72 where the padded batch and each sequence alone give 13.87 (sequences attend across "
-        "their boundaries), so it would not train the same model. `wrapped` packing cuts examples mid-sequence and "
+        "their boundaries), so it would not train the same model (`bench/check_padding_free.py` reproduces this). `wrapped` packing cuts examples mid-sequence and "
         "changes the task.",
         "- `completion_only_loss=True` with the documented conversational prompt-completion format "
         "(`assistant_only_loss` needs `{% generation %}` markers the SmolLM2 template lacks). SmolLM2's template "
