@@ -221,3 +221,10 @@ def test_lru_evicts_least_recently_used_adapter_under_budget(folders):
         assert not reg.evict("ft:x")
     finally:
         reg.close()
+
+
+def test_a_failing_request_reports_an_error_and_the_engine_keeps_serving(engine, model, tok):
+    with pytest.raises(RuntimeError, match="IndexError"):
+        engine.generate([10**6], greedy(4), tok)  # a token id outside the embedding table
+    p = ids(tok, PROMPTS[0])
+    assert token_ids(engine.generate(p, greedy(4), tok)) == hf_greedy(model, p, 4)
