@@ -134,3 +134,16 @@ def test_resume_refuses_a_checkpoint_from_other_settings(tmp_path, model_dir):
     assert other.status == "failed" and other.error["code"] == "resume_mismatch"
     again = run(make_config(tmp_path, model_dir, "run", resume=True))
     assert again.status == "succeeded" and again.steps == 12
+
+
+def test_a_crash_while_writing_the_outputs_resumes_to_the_same_result(tmp_path, model_dir, uninterrupted):
+    import shutil
+
+    out = tmp_path / "ref"
+    shutil.copytree(uninterrupted, out)
+    (out / "result.json").unlink()  # killed after the last checkpoint, before the success marker
+    shutil.rmtree(out / "adapter")
+    result = run(make_config(tmp_path, model_dir, "ref", resume=True))
+    assert result.status == "succeeded" and result.steps == 12
+    assert result.final == json.loads((uninterrupted / "result.json").read_text())["final"]
+    assert_same_weights(adapter(out), adapter(uninterrupted))

@@ -106,7 +106,7 @@ def run(config: TrainConfig, on_event: Callable[[dict], None] | None = None, con
 def _fingerprint(config: TrainConfig, hp: Hyperparameters, model_path: str, examples: list[Example]) -> str:
     """What a checkpoint must match to be resumed from: data, model and every number."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("resume", "out_dir", "eval_every", "keep_checkpoints", "device", "micro_batch_tokens", "num_threads")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("resume", "out_dir", "training_file", "validation_file", "eval_every", "keep_checkpoints", "device", "micro_batch_tokens", "num_threads")}
     h.update(json.dumps([settings, asdict(hp), model_path], sort_keys=True, default=str).encode())
     for ex in examples:
         h.update(json.dumps([ex.input_ids, ex.weights]).encode())
@@ -215,6 +215,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
+        self.resumed_metrics = dict(state.get("metrics") or {})
         self.train_seconds = state.get("train_seconds", 0.0)
         self.tokens_seen = state.get("tokens_seen", 0)
         self.events.emit("message", f"Resumed from checkpoint {found[-1].name} ({state['kind']}, step {state['step']})", {"step": state["step"], "path": str(found[-1])})
@@ -305,7 +306,8 @@ class Trainer:
             f"{hp.n_epochs} epoch(s), batch size {hp.batch_size}, learning rate {hp.learning_rate:g}, {hp.total_steps} steps",
             {"hyperparameters": asdict(hp), "device": str(self.device), "precision": self.precision, "packing": self.packed},
         )
-        metrics: dict = {}
+        # A run killed while writing its outputs resumes at the last step: finish with its metrics.
+        metrics: dict = dict(getattr(self, "resumed_metrics", {}))
         for step in range(start, hp.total_steps):
             epoch, indices = step_indices(n, hp.batch_size, cfg.seed, step, hp.steps_per_epoch)
             started = time.perf_counter()
