@@ -200,8 +200,8 @@ def _check_training_rows(rows: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_legacy_jobs_compile_legacy_results_with_classification_metrics(api_server, openai_client):
-    multi = _legacy_job(api_server, openai_client, _sst5(20), _sst5(20, offset=100), classification_n_classes=5)
-    binary = _legacy_job(api_server, openai_client, _binary(20), _binary(12), classification_positive_class=" positive",
+    multi = _legacy_job(api_server, openai_client, _sst5(20), _sst5(10, offset=100), classification_n_classes=5)
+    binary = _legacy_job(api_server, openai_client, _binary(20), _binary(8), classification_positive_class=" positive",
                          classification_betas=[0.5, 2])
     current = openai_client.fine_tuning.jobs.create(
         model="gpt-4o-mini", training_file=openai_client.files.create(file=("c.jsonl", _sst5(20)), purpose="fine-tune").id,
@@ -236,3 +236,58 @@ def test_legacy_jobs_compile_legacy_results_with_classification_metrics(api_serv
     assert openai_client.files.retrieve(result_id).filename == "step_metrics.csv"
     lines = openai_client.files.content(result_id).text.splitlines()
     assert lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" and len(lines) == 2
+
+
+# -- the worker keeps the job when compiling fails (real worker, store and subprocesses) -------
+
+# A stand-in trainer that succeeds but leaves a result.json the results step cannot read.
+BROKEN_RESULT_TRAINER = """
+import json, os, sys
+cfg = json.load(open(sys.argv[sys.argv.index("--config") + 1]))
+open(os.path.join(cfg["out_dir"], "metrics.csv"), "w").write({metrics!r})
+open(os.path.join(cfg["out_dir"], "result.json"), "w").write("[]")
+"""
+
+
+def test_a_failed_results_step_is_a_warning_and_the_job_succeeds_with_the_training_metrics(tmp_path):
+    import sys
+
+    from sqlalchemy import select
+
+    from tunery.jobs import queue, states
+    from tunery.jobs.worker import Worker
+    from tunery.store import files as files_repo
+    from tunery.store.context import open_store
+    from tunery.store.db import now
+    from tunery.store.jobs import Job
+    from tunery.store.keys import get_or_create_project
+    from tunery.store.settings import load_settings
+
+    script = tmp_path / "trainer.py"
+    script.write_text(BROKEN_RESULT_TRAINER.format(metrics=METRICS))
+    store = open_store(load_settings(tmp_path / "home"))
+    try:
+        worker = Worker(store, command=[sys.executable, str(script)], heartbeat_s=1)
+        with store.db.session_scope() as session:
+            project = get_or_create_project(session, "acme").id
+            job = Job(id=queue.new_job_id(True), project_id=project, legacy=True, model="curie", training_file="file-x", seed=1,
+                      method={"type": "supervised"}, hyperparameters={}, status=states.RUNNING, worker_id=worker.id,
+                      options={"classification": {"compute_classification_metrics": True, "classification_n_classes": 5}},
+                      result_files=[], created_at=now(), updated_at=now())
+            session.add(job)
+            job_id = job.id
+        worker._run_job(job_id, None)
+        with store.db.session_scope() as session:
+            job = session.scalar(select(Job).where(Job.id == job_id))
+            assert job.status == states.SUCCEEDED and job.fine_tuned_model.startswith("curie:ft-acme-")
+            record = files_repo.get_file(session, project, job.result_files[0])
+            assert record.filename == "compiled_results.csv" and record.purpose == "fine-tune-results"
+            data = store.blobs.path(files_repo.blob_key(record.id)).read_bytes()
+            messages = [(e.level, e.message) for e in reversed(queue.list_events(session, job_id, limit=100)[0])]
+    finally:
+        store.close()
+    assert data == legacy_csv(read_metrics_text(METRICS))  # the training columns; elapsed and classification empty
+    (warning,) = [m for level, m in messages if level == "warn"]
+    assert warning.startswith("The result file holds the training metrics only (no elapsed_tokens, elapsed_examples or "
+                              "classification columns): compiling it failed: Compiling the results failed: ")
+    assert messages[-1] == ("info", "The job has successfully completed")

@@ -9,6 +9,10 @@ machine), `poll_s` (1.0: how often the queue and job statuses are read), `heartb
 `stale_after_s` (30: a job whose worker has not written a heartbeat for this long is orphaned),
 `grace_s` (60: how long a signalled trainer may take to checkpoint before it is killed).
 
+A legacy job's result file (`compiled_results.csv`, legacy columns, optional classification
+metrics) is made after training by a follow-up subprocess (`legacy_results`); the job stays
+`running` meanwhile and succeeds even when that step fails (a warning event says so).
+
 Restart safety: stopping a worker (server shutdown) pauses its running jobs (the trainer
 checkpoints) and puts them back in the queue to resume; a job whose worker died (no heartbeat,
 or its process is gone) is re-queued to resume from its last checkpoint by the next worker that
