@@ -7,50 +7,24 @@ message on one line and exit 1.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any, Optional
 
 import typer
 
+from tunery.cli.client import ApiError, api, connect, fail, show
+
 jobs_app = typer.Typer(help="Create, watch and control fine-tuning jobs (a client of the server's API).", no_args_is_help=True)
-_conn: dict[str, str] = {}
+connect(jobs_app)
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-@jobs_app.callback()
-def _connection(
-    base_url: str = typer.Option(None, "--base-url", envvar="TUNERY_BASE_URL", help="API base URL [default: http://127.0.0.1:8000/v1]"),
-    api_key: str = typer.Option(None, "--api-key", envvar=["TUNERY_API_KEY", "OPENAI_API_KEY"], help="API key (tunery keys create)"),
-) -> None:
-    _conn["base_url"] = (base_url or "http://127.0.0.1:8000/v1").rstrip("/")
-    _conn["api_key"] = api_key or ""
-
-
 def _call(method: str, path: str, **kwargs) -> Any:
-    import httpx
-
     try:
-        r = httpx.request(method, _conn["base_url"] + path, headers={"Authorization": f"Bearer {_conn['api_key']}"}, timeout=60, **kwargs)
-    except httpx.TransportError as exc:
-        _fail(f"cannot reach {_conn['base_url']}: {exc} (is `tunery serve` running?)")
-    if r.status_code >= 400:
-        try:
-            err = r.json()["error"]
-            _fail(f"{err['message']}" + (f" (param: {err['param']})" if err.get("param") else "") + f" [HTTP {r.status_code}]")
-        except (ValueError, KeyError, TypeError):
-            _fail(f"HTTP {r.status_code}: {r.text[:200]}")
-    return r.json()
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _print(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2))
+        return api().request(method, path, **kwargs)
+    except ApiError as exc:
+        fail(str(exc))
 
 
 def _auto_or_number(value: Optional[str], name: str) -> Any:
@@ -59,7 +33,7 @@ def _auto_or_number(value: Optional[str], name: str) -> Any:
     try:
         return int(value) if value.isdigit() else float(value)
     except ValueError:
-        _fail(f"--{name.replace('_', '-')} must be 'auto' or a number, got {value!r}")
+        fail(f"--{name.replace('_', '-')} must be 'auto' or a number, got {value!r}")
 
 
 @jobs_app.command("create")
@@ -90,14 +64,14 @@ def create(
     if metadata:
         pairs = [m.partition("=") for m in metadata]
         if any(not sep for _, sep, _ in pairs):
-            _fail("--metadata takes KEY=VALUE")
+            fail("--metadata takes KEY=VALUE")
         body["metadata"] = {k: v for k, _, v in pairs}
     job = _call("POST", "/fine_tuning/jobs", json=body)
     if follow_:
         typer.echo(f"created {job['id']}", err=True)
         follow(job["id"])
     else:
-        _print(job)
+        show(job)
 
 
 @jobs_app.command("list")
@@ -127,7 +101,7 @@ def list_jobs(limit: int = typer.Option(20, "--limit"), after: Optional[str] = t
 @jobs_app.command("get")
 def get(job_id: str) -> None:
     """Print one job."""
-    _print(_call("GET", f"/fine_tuning/jobs/{job_id}"))
+    show(_call("GET", f"/fine_tuning/jobs/{job_id}"))
 
 
 def _control(action: str):
@@ -184,7 +158,7 @@ def follow(job_id: str, interval: float = typer.Option(1.0, "--interval", help="
         typer.echo(job["fine_tuned_model"])
     else:
         err = job.get("error") or {}
-        _fail(f"job {job['status']}" + (f": {err.get('message')}" if err else ""))
+        fail(f"job {job['status']}" + (f": {err.get('message')}" if err else ""))
 
 
 def worker(concurrency: int = typer.Option(0, "--concurrency", help="jobs at a time [default: one per GPU, 1 on CPU]")) -> None:
