@@ -15,10 +15,11 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError
+from tunery.api.inference import forget_model
 from tunery.api.protocol.models import ModelDeleted, ModelList, ModelObject
 from tunery.store.context import Store
 from tunery.store.keys import Project
@@ -79,7 +80,7 @@ def retrieve_model(model: str, project: Project = Depends(current_project), stor
 
 
 @router.delete("/models/{model:path}", response_model=ModelDeleted)
-def delete_model(model: str, project: Project = Depends(current_project), store: Store = Depends(get_store)):
+def delete_model(model: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     if any(m.id == model for m in base_models()):
         raise APIError(403, f"The model '{model}' is a base model: only fine-tuned models can be deleted.", param="model")
     hook = _jobs_models()
@@ -89,4 +90,5 @@ def delete_model(model: str, project: Project = Depends(current_project), store:
             deleted = hook.delete_fine_tuned(store, session, project.id, model)
     if not deleted:
         raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+    forget_model(request.app, model)  # its weights are gone: free the memory now, not on the next request
     return ModelDeleted(id=model)
