@@ -2,15 +2,14 @@
 
 Issue: on one generated 100,000-row prompt/completion CSV (~25 MB, built from ../shared/data),
 time and peak memory side by side in one run; target at least 2x faster and at most a third of
-the legacy tool's peak memory while also counting tokens. Also a 1 GB chat JSONL checked with
-peak memory under 1 GB (`BENCH_CHAT_GB` shrinks it for a quick check).
+the legacy tool's peak memory while also counting tokens. The 1 GB chat JSONL check is
+`bench_prepare_chat.py`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -162,27 +161,5 @@ def run(work: Path) -> str:
             f"Targets: at least 2x faster — **{'met' if t_ratio >= 2 else 'MISSED'}** ({t_ratio:.2f}x); "
             f"at most a third of the legacy peak memory — **{'met' if m_ratio >= 3 else 'MISSED'}** ({m_ratio:.2f}x).\n"]
 
-    gb = float(os.environ.get("BENCH_CHAT_GB", "1"))
-    chat = make_chat_jsonl(WORK / "data" / f"chat_{gb:g}GB.jsonl", int(gb * 1e9))
-    chat_mb = chat.stat().st_size / 1e6
-    folder = work / "chat"
-    shutil.rmtree(folder, ignore_errors=True)
-    log(f"tunery prepare on the {chat_mb:.0f} MB chat JSONL")
-    big = measure(tunery_cmd(chat, folder / "out", csv_columns=False), cwd=work).check("tunery prepare (chat)")
-    big_report = parse_json_report(big.stdout)
-    big_tokens, _ = token_summary(big_report)
-    big_rows = big_report["counts"]["examples"]
-    reduced = "" if gb >= 1 else (f"**Reduced run** (`BENCH_CHAT_GB={gb:g}`; the issue asks for 1 GB, the default): at "
-                                  f"{chat_mb / big.wall_s:.2f} MB/s on this shared machine 1 GB would take "
-                                  f"~{1000 / (chat_mb / big.wall_s) / 60:.0f} min.\n")
-    body += [f"### {chat_mb:,.0f} MB chat JSONL\n", reduced,
-             "Streamed from alpaca and FastChat conversations with a varying system prompt "
-             f"(`BENCH_CHAT_GB={gb:g}`). The legacy tool does not read chat data and loads whole files into "
-             "pandas, so it is not run here.\n",
-             table(["tool", "examples", "wall s", "MB/s", "peak RSS MB", "target < 1 GB"], [
-                 ["`tunery prepare FILE -q --json`", f"{big_rows:,}", f"{big.wall_s:.1f}", f"{chat_mb / big.wall_s:.1f}",
-                  f"{big.peak_rss_mb:.0f}", "**met**" if big.peak_rss_mb < 1024 else "**MISSED**"],
-             ]),
-             f"Tokens counted with the {MODEL} tokenizer: {big_tokens:,}.\n" if big_tokens else "No token counts reported.\n",
-             load_note() + "\n"]
+    body.append(load_note() + "\n")
     return "\n".join(body)
