@@ -122,6 +122,22 @@ def token_budget(served: Served, prompt_len: int, max_tokens: int | None, param:
     return max_tokens
 
 
+def sampling_params(body, max_tokens: int, logprobs: bool, top_logprobs: int, **extra) -> SamplingParams:
+    """The sampling fields chat and completion requests share, with OpenAI's defaults."""
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        stop=body.stops,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        **extra,
+    )
+
+
 def check_unsupported(body) -> None:
     if body.logit_bias:
         raise APIError(400, "logit_bias is not supported by this server.", param="logit_bias")

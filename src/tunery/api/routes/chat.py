@@ -22,7 +22,6 @@ from tunery.api.protocol.chat import (
 )
 from tunery.api.protocol.sampling import Usage
 from tunery.serve.chat import ChatError, render_chat
-from tunery.serve.sampling import SamplingParams
 
 router = APIRouter(tags=["chat"])
 
@@ -53,17 +52,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     max_tokens = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     budget = inf.token_budget(served, len(prompt_ids), max_tokens, param, "messages")
-    params = SamplingParams(
-        max_tokens=budget,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        seed=body.seed,
-        presence_penalty=body.presence_penalty or 0.0,
-        frequency_penalty=body.frequency_penalty or 0.0,
-        stop=body.stops,
-        logprobs=bool(body.logprobs),
-        top_logprobs=body.top_logprobs or 0,
-    )
+    params = inf.sampling_params(body, budget, bool(body.logprobs), body.top_logprobs or 0)
     gens = inf.submit_n(served, prompt_ids, params, body.n or 1)
     cid, created = inf.new_id("chatcmpl"), inf.now()
     if body.stream:

@@ -15,7 +15,6 @@ from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError
 from tunery.api.protocol.completions import CompletionChoice, CompletionLogprobs, CompletionRequest, TextCompletion
 from tunery.api.protocol.sampling import Usage
-from tunery.serve.sampling import SamplingParams
 
 router = APIRouter(tags=["completions"])
 
@@ -80,16 +79,8 @@ async def create_completion(body: CompletionRequest, request: Request, project=D
     logprobs = body.logprobs is not None
     gens = []
     for ids, budget in zip(prompts, budgets):
-        params = SamplingParams(
-            max_tokens=budget,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            seed=body.seed,
-            presence_penalty=body.presence_penalty or 0.0,
-            frequency_penalty=body.frequency_penalty or 0.0,
-            stop=body.stops,
-            logprobs=logprobs,
-            top_logprobs=body.logprobs or 0,
+        params = inf.sampling_params(
+            body, budget, logprobs, body.logprobs or 0,
             prompt_logprobs=(body.logprobs or 0) if (logprobs and body.echo) else None,
         )
         gens += inf.submit_n(served, ids, params, n)
