@@ -3,8 +3,8 @@
 A background thread owns the model. Between two decoding steps it admits waiting requests
 (prefilling each and merging its KV cache into the running batch), then runs one step for every
 running sequence at once, samples each row with its own parameters, and drops the rows that
-finished or were cancelled. Rows may use different LoRA adapters of the same base: peft's
-`adapter_names` applies each row's adapter inside one forward pass.
+finished or were cancelled. Rows may use different LoRA adapters of the same base: the batched
+multi-LoRA step (`multilora.py`) applies each row's adapter inside one forward pass.
 
 The asyncio side talks to it through `Engine.submit`, which returns a `Generation` whose events
 arrive on an asyncio queue (thread-safe hand-off with `call_soon_threadsafe`).
@@ -13,6 +13,7 @@ arrive on an asyncio queue (thread-safe hand-off with `call_soon_threadsafe`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -23,6 +24,7 @@ import torch
 
 from tunery.serve.batch_cache import BatchCache
 from tunery.serve.detokenize import TextStream
+from tunery.serve.multilora import MultiLoRA
 from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, sample_batch, score_prompt
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -112,6 +114,7 @@ class Engine:
         self._pending: deque[Generation] = deque()
         self._running: list[Generation] = []
         self._cache = BatchCache()
+        self._lora = MultiLoRA()
         self._wake = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
@@ -200,13 +203,17 @@ class Engine:
         self._drop_finished()  # a request can finish on its first token
 
     def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None], all_positions=False):
-        kwargs = {}
+        kwargs, rows = {}, contextlib.nullcontext()
         if hasattr(self.model, "peft_config"):
-            kwargs["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True, logits_to_keep=0 if all_positions else 1, **kwargs,
-        )
+            if self._lora.sync(self.model):  # one batched LoRA step per layer, whatever the mix
+                rows = self._lora.rows(adapters, input_ids.device)
+            else:  # adapters the batched step doesn't cover (DoRA, modules_to_save, ...): peft's loop
+                kwargs["adapter_names"] = [a or BASE_ADAPTER for a in adapters]
+        with rows:
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                past_key_values=cache, use_cache=True, logits_to_keep=0 if all_positions else 1, **kwargs,
+            )
         return out.logits if all_positions else out.logits[:, -1, :]
 
     def _device(self) -> torch.device:
