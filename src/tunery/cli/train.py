@@ -41,6 +41,7 @@ def train(
     prompt_loss_weight: float = typer.Option(0.01, "--prompt-loss-weight", help="Legacy prompt/completion: weight of prompt tokens."),
     max_length: int | None = typer.Option(None, "--max-length", help="Truncate examples to this many tokens (default: the model's context)."),
     packing: bool = typer.Option(True, "--packing/--no-packing", help="Pack examples into rows (padding-free) or pad length-sorted batches."),
+    shared_prefix: bool = typer.Option(True, "--shared-prefix/--no-shared-prefix", help="With packing, compute a prefix the examples of a row share (system prompt, template header) once per row: same losses, less compute."),
     micro_batch_tokens: int | None = typer.Option(None, "--micro-batch-tokens", help="Tokens per forward pass (gradient accumulation above it)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32 or bf16."),
@@ -65,7 +66,7 @@ def train(
         learning_rate_multiplier=_auto(learning_rate_multiplier, "learning_rate_multiplier", float),
         seed=seed, max_steps=max_steps, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()], prompt_loss_weight=prompt_loss_weight,
-        max_length=max_length, packing=packing, micro_batch_tokens=micro_batch_tokens, device=device,
+        max_length=max_length, packing=packing, shared_prefix=shared_prefix, micro_batch_tokens=micro_batch_tokens, device=device,
         precision=precision, eval_every=eval_every, resume=resume,
     )
     if show_masks:

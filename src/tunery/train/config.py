@@ -57,6 +57,7 @@ class TrainConfig:
     prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT
     max_length: int | None = None  # default: the model's context length
     packing: bool = True
+    shared_prefix: bool = True  # packed rows hold a prefix common to their examples once (same losses, less compute)
     micro_batch_tokens: int | None = None  # tokens per forward pass; default by device
     device: str = "auto"  # auto | cpu | cuda[:N]
     precision: str = "auto"  # auto | fp32 | bf16

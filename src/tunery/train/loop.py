@@ -30,7 +30,7 @@ from .control import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, EXIT_PAUSED, Cancelled
 from .errors import TrainError
 from .events import EventLog, metrics_message, write_json_atomic
 from .metrics import MetricsCSV
-from .packing import micro_batches, step_indices
+from .packing import MIN_SHARED_PREFIX, micro_batches, step_indices
 from .records import read_records
 from .tokenize import Example, TokenizedFile, Tokenizer
 
@@ -173,6 +173,7 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(cfg.num_threads or int(os.environ.get("TUNERY_NUM_THREADS", 0)) or modeling.physical_cores())
         self.packed = cfg.packing
+        self.min_prefix = MIN_SHARED_PREFIX if cfg.shared_prefix else 0
         self.budget = cfg.micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS.get(self.device.type, 4096)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
@@ -218,6 +219,7 @@ class Trainer:
         self.resumed_metrics = dict(state.get("metrics") or {})
         self.train_seconds = state.get("train_seconds", 0.0)
         self.tokens_seen = state.get("tokens_seen", 0)
+        self.computed_tokens = state.get("computed_tokens", 0)
         self.events.emit("message", f"Resumed from checkpoint {found[-1].name} ({state['kind']}, step {state['step']})", {"step": state["step"], "path": str(found[-1])})
         return state["step"]
 
@@ -229,18 +231,19 @@ class Trainer:
         self.model.eval()
         loss = correct = weight = 0.0
         with torch.no_grad(), self.autocast():
-            for mb in micro_batches(examples, self.budget, self.packed, self.pad_id):
+            for mb in micro_batches(examples, self.budget, self.packed, self.pad_id, self.min_prefix):
                 mb = mb.to(self.device)
                 l, c = self.loss_fn(self.model, mb)
                 loss, correct, weight = loss + float(l), correct + float(c), weight + mb.weight
         self.model.train()
         return loss / weight, correct / weight
 
-    def train_step(self, batch: list[Example]) -> tuple[float, float, int]:
-        """Forward/backward over the micro-batches of one step, then one optimizer step."""
+    def train_step(self, batch: list[Example]) -> tuple[float, float, int, int]:
+        """Forward/backward over the micro-batches of one step, then one optimizer step.
+        Returns (loss, accuracy, tokens of the examples, tokens actually computed)."""
         import torch
 
-        mbs = micro_batches(batch, self.budget, self.packed, self.pad_id)
+        mbs = micro_batches(batch, self.budget, self.packed, self.pad_id, self.min_prefix)
         total = sum(mb.weight for mb in mbs)
         loss_sum = torch.zeros((), device=self.device)
         correct_sum = torch.zeros((), device=self.device)
@@ -256,7 +259,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss_sum) / total, float(correct_sum) / total, sum(mb.n_tokens for mb in mbs)
+        return float(loss_sum) / total, float(correct_sum) / total, sum(mb.n_tokens for mb in mbs), sum(mb.n_computed for mb in mbs)
 
     def checkpoint(self, step: int, epoch: int, kind: str, metrics: dict) -> Path:
         import torch
@@ -273,6 +276,7 @@ class Trainer:
             "python_rng": random.getstate(),
             "train_seconds": self.train_seconds,
             "tokens_seen": self.tokens_seen,
+            "computed_tokens": self.computed_tokens,
         }
         path = ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, self.config.method, state)
         ckpt.prune(self.ckpt_root, self.config.keep_checkpoints)
@@ -282,7 +286,7 @@ class Trainer:
     def run(self) -> TrainResult:
         self.prepare_out_dir()
         self.events.emit("status", "Preparing training run", {"status": "running"})
-        self.train_seconds, self.tokens_seen = 0.0, 0
+        self.train_seconds, self.tokens_seen, self.computed_tokens = 0.0, 0, 0
         self.setup()
         cfg, hp = self.config, self.hp
         start = self.resume_state()
@@ -304,16 +308,17 @@ class Trainer:
             "message",
             f"Training {self.resolved.name} ({cfg.method}) on {self.device.type} in {self.precision}: {n} examples, "
             f"{hp.n_epochs} epoch(s), batch size {hp.batch_size}, learning rate {hp.learning_rate:g}, {hp.total_steps} steps",
-            {"hyperparameters": asdict(hp), "device": str(self.device), "precision": self.precision, "packing": self.packed},
+            {"hyperparameters": asdict(hp), "device": str(self.device), "precision": self.precision, "packing": self.packed, "shared_prefix": bool(self.min_prefix)},
         )
         # A run killed while writing its outputs resumes at the last step: finish with its metrics.
         metrics: dict = dict(getattr(self, "resumed_metrics", {}))
         for step in range(start, hp.total_steps):
             epoch, indices = step_indices(n, hp.batch_size, cfg.seed, step, hp.steps_per_epoch)
             started = time.perf_counter()
-            train_loss, train_acc, tokens = self.train_step([self.train.examples[i] for i in indices])
+            train_loss, train_acc, tokens, computed = self.train_step([self.train.examples[i] for i in indices])
             self.train_seconds += time.perf_counter() - started
             self.tokens_seen += tokens
+            self.computed_tokens += computed
             done = step + 1
             last = done == hp.total_steps
             metrics = {"step": done, "total_steps": hp.total_steps, "train_loss": train_loss, "train_mean_token_accuracy": train_acc,
@@ -385,6 +390,8 @@ class Trainer:
             "hyperparameters": result.hyperparameters,
             "final": result.final,
             "tokens_per_second": result.tokens_per_second,
+            # tokens run through the model: fewer than the examples' tokens when rows share a prefix
+            "computed_tokens": self.computed_tokens,
             "train_seconds": result.train_seconds,
             "peak_memory_mb": result.peak_memory_mb,
             "device": result.device,

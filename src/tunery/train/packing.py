@@ -10,26 +10,39 @@ restarting at 0 for each. transformers turns restarting position ids into a bloc
 mask (see `masking_utils.find_packed_sequence_indices`), so attention never crosses examples: no
 padding at all. Unpacked: examples sorted by length, padded to the longest of their micro-batch.
 
+Shared prefix (packed only): fine-tuning data usually starts every example with the same system
+prompt and template header. When the examples of a row share a prefix of at least
+`MIN_SHARED_PREFIX` untrained tokens, the row holds that prefix ONCE followed by each example's
+remainder, with an explicit mask letting every remainder attend to the prefix and causally to
+itself, and positions continuing after the prefix. Each example sees exactly the keys and values it
+would see alone, so losses and gradients are unchanged (the prefix's gradient is the sum of what
+each example sends it), while the prefix is computed once per row instead of once per example.
+
 Only positions whose next token is trained are gathered for the LM head (`label_pos`); labels never
 cross an example boundary because they are computed per example before concatenation.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .tokenize import Example
+
+# Below this, an explicit [T, T] mask costs more than the shared tokens save.
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass
 class MicroBatch:
     input_ids: "torch.Tensor"  # [rows, length]
     position_ids: "torch.Tensor"  # [rows, length]
-    attention_mask: "torch.Tensor | None"  # [rows, length] when padded, None when packed
+    attention_mask: "torch.Tensor | None"  # [rows, length] padded; [1, 1, T, T] bool shared prefix; None packed
     label_pos: "torch.Tensor"  # flat indices into rows*length whose next token is trained
     targets: "torch.Tensor"  # the token predicted at each label_pos
     label_weights: "torch.Tensor"  # loss weight of each target
-    n_tokens: int  # real (non-pad) tokens
+    n_tokens: int  # real (non-pad) tokens of the examples, as if each ran alone
+    n_computed: int = 0  # tokens actually run through the model (fewer than n_tokens with a shared prefix)
 
     @property
     def weight(self) -> float:
@@ -37,7 +50,7 @@ class MicroBatch:
 
     def to(self, device) -> "MicroBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return MicroBatch(move(self.input_ids), move(self.position_ids), move(self.attention_mask), move(self.label_pos), move(self.targets), move(self.label_weights), self.n_tokens)
+        return MicroBatch(move(self.input_ids), move(self.position_ids), move(self.attention_mask), move(self.label_pos), move(self.targets), move(self.label_weights), self.n_tokens, self.n_computed)
 
 
 def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
@@ -89,9 +102,59 @@ def _labels(ex: Example, offset: int):
     return [(offset + j - 1, ids[j], w[j]) for j in range(1, len(ids)) if w[j] > 0]
 
 
-def collate(group: list[Example], packed: bool, pad_id: int) -> MicroBatch:
+def shared_prefix(group: list[Example]) -> int:
+    """Length of the prefix every example of `group` shares and trains nothing in: the common
+    token prefix, cut so that the first trained token of each example comes at least one token
+    after it (its label position then lies in the example's own remainder)."""
+    if len(group) < 2:
+        return 0
+    common = len(os.path.commonprefix([ex.input_ids for ex in group]))
+    for ex in group:
+        first_trained = next((j for j, w in enumerate(ex.weights) if j >= 1 and w > 0), len(ex))
+        common = min(common, first_trained - 1, len(ex) - 1)
+    return max(common, 0)
+
+
+def _collate_shared(group: list[Example], prefix: int) -> MicroBatch:
     import torch
 
+    ids = list(group[0].input_ids[:prefix])
+    pos = list(range(prefix))
+    spans, labels = [], []
+    for ex in group:
+        start = len(ids)
+        # token j >= prefix sits at start + j - prefix; its label is at the row position of token j - 1
+        labels += [(start + j - 1 - prefix, ex.input_ids[j], ex.weights[j]) for j in range(prefix + 1, len(ex)) if ex.weights[j] > 0]
+        ids += ex.input_ids[prefix:]
+        pos += range(prefix, len(ex))
+        spans.append((start, len(ids)))
+    length = len(ids)
+    mask = torch.zeros((length, length), dtype=torch.bool)
+    mask[:, :prefix] = True
+    causal = torch.ones((length, length), dtype=torch.bool).tril_()
+    for start, end in spans:
+        mask[start:end, start:end] = causal[: end - start, : end - start]
+    mask[:prefix, :prefix] = causal[:prefix, :prefix]
+    pos_t, tgt_t, w_t = zip(*labels) if labels else ((), (), ())
+    return MicroBatch(
+        input_ids=torch.tensor([ids]),
+        position_ids=torch.tensor([pos]),
+        attention_mask=mask[None, None],
+        label_pos=torch.tensor(pos_t, dtype=torch.long),
+        targets=torch.tensor(tgt_t, dtype=torch.long),
+        label_weights=torch.tensor(w_t, dtype=torch.float32),
+        n_tokens=sum(len(ex) for ex in group),
+        n_computed=length,
+    )
+
+
+def collate(group: list[Example], packed: bool, pad_id: int, min_prefix: int = MIN_SHARED_PREFIX) -> MicroBatch:
+    import torch
+
+    if packed and min_prefix > 0:
+        prefix = shared_prefix(group)
+        if prefix >= min_prefix:
+            return _collate_shared(group, prefix)
     labels = []
     if packed:
         ids, pos = [], []
@@ -120,8 +183,9 @@ def collate(group: list[Example], packed: bool, pad_id: int) -> MicroBatch:
         targets=torch.tensor(tgt_t, dtype=torch.long),
         label_weights=torch.tensor(w_t, dtype=torch.float32),
         n_tokens=sum(len(ex) for ex in group),
+        n_computed=int(input_ids.numel()),
     )
 
 
-def micro_batches(examples: list[Example], budget: int, packed: bool, pad_id: int) -> list[MicroBatch]:
-    return [collate(g, packed, pad_id) for g in _groups(examples, budget, packed)]
+def micro_batches(examples: list[Example], budget: int, packed: bool, pad_id: int, min_prefix: int = MIN_SHARED_PREFIX) -> list[MicroBatch]:
+    return [collate(g, packed, pad_id, min_prefix) for g in _groups(examples, budget, packed)]
