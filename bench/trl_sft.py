@@ -125,6 +125,8 @@ def main() -> None:
                    "model_dtype": args.model_dtype, "loss_through_eos": args.loss_through_eos, "warmup_steps": args.warmup_steps,
                    "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs},
     }
+    # Saved after the timed part, so the bench can score both trained adapters on the same data.
+    trainer.model.save_pretrained(str(Path(args.out_json).parent / "adapter"))
     Path(args.out_json).write_text(json.dumps(summary, indent=2))
 
 
