@@ -3,10 +3,11 @@
 peft's mixed-batch path (`adapter_names=`) loops over every adapter in every LoRA layer: gather
 the adapter's rows, two small matmuls, scatter back. At decode time (one token per row) that
 per-call overhead dominates on CPU and grows with the number of adapters mixed. Here each LoRA
-linear keeps its loaded adapters stacked — `A: [slots, r, in]`, `B: [slots, out, r]`, `scale:
-[slots]`, slot 0 all zeros for base rows, ranks zero-padded to the largest (exact) — and a step is
-`base(x) + scale[idx] * (x @ A[idx]^T) @ B[idx]^T`: one gather and two batched matmuls per layer,
-whatever the mix.
+linear keeps its loaded adapters side by side — `A: [in, slots*r]`, `B: [slots*r, out]`, ranks
+zero-padded to the largest (exact) — and a step is `base(x) + ((x @ A) * mask) @ B`, where row i's
+`mask` holds its adapter's scale on that adapter's r columns and zeros elsewhere (base rows: all
+zeros). Two plain matmuls and one multiply per layer, whatever the mix, with no per-row gather of
+adapter weights: each adapter's weights are read once per step, not once per row.
 
 The peft modules stay as they are (export, merging and loading are untouched); only their forward
 is overridden, and only inside `MultiLoRA.rows(...)`. Models with anything but vanilla LoRA on
@@ -23,22 +24,28 @@ import torch
 
 
 class _Stack:
-    """One LoRA linear's adapters, stacked by slot."""
+    """One LoRA linear's adapters side by side: slot s (1-based) owns columns (s-1)*r .. s*r-1."""
 
     def __init__(self, layer, slots: dict[str, int]):
         names = [n for n in slots if n in layer.lora_A]
         base = layer.get_base_layer()
         rank = max((layer.lora_A[n].weight.shape[0] for n in names), default=1)
-        n = len(slots) + 1
+        n = len(slots)
         w = base.weight
-        self.A = torch.zeros(n, rank, base.in_features, dtype=w.dtype, device=w.device)
-        self.B = torch.zeros(n, base.out_features, rank, dtype=w.dtype, device=w.device)
-        self.scale = torch.zeros(n, dtype=w.dtype, device=w.device)
+        A = torch.zeros(n, rank, base.in_features, dtype=w.dtype, device=w.device)
+        B = torch.zeros(n, base.out_features, rank, dtype=w.dtype, device=w.device)
+        scale = torch.zeros(n, dtype=w.dtype, device=w.device)
         for name in names:
-            s, a, b = slots[name], layer.lora_A[name].weight, layer.lora_B[name].weight
-            self.A[s, : a.shape[0]] = a.to(w.dtype)
-            self.B[s, :, : b.shape[1]] = b.to(w.dtype)
-            self.scale[s] = layer.scaling[name]
+            s, a, b = slots[name] - 1, layer.lora_A[name].weight, layer.lora_B[name].weight
+            A[s, : a.shape[0]] = a.to(w.dtype)
+            B[s, :, : b.shape[1]] = b.to(w.dtype)
+            scale[s] = layer.scaling[name]
+        self.A = A.reshape(n * rank, -1).t().contiguous()  # [in, slots*r]
+        self.B = B.permute(0, 2, 1).reshape(n * rank, -1).contiguous()  # [slots*r, out]
+        self.col_slot = torch.arange(1, n + 1, device=w.device).repeat_interleave(rank)  # [slots*r]
+        self.col_scale = scale.repeat_interleave(rank)
+        # Layers with the same column layout share one mask per step.
+        self.key = (rank, tuple(scale.tolist()))
 
 
 def _lora_layers(model):
@@ -75,6 +82,7 @@ class MultiLoRA:
         self._key: tuple | None = None  # which adapters the stacks were built from
         self._slots: dict[str, int] = {}
         self._idx: torch.Tensor | None = None  # the current step's slot per row, None = off
+        self._masks: dict[tuple, torch.Tensor] = {}  # this step's row masks, by column layout
 
     def sync(self, model) -> bool:
         """(Re)build the stacks if adapters were loaded or deleted since the last call. True when the
@@ -99,7 +107,14 @@ class MultiLoRA:
         try:
             yield
         finally:
-            self._active, self._idx = False, None
+            self._active, self._idx, self._masks = False, None, {}
+
+    def mask(self, st: _Stack) -> torch.Tensor:
+        """`[batch, slots*r]`: each row's adapter scale on its own adapter's columns, zeros elsewhere."""
+        m = self._masks.get(st.key)
+        if m is None:
+            m = self._masks[st.key] = (st.col_slot == self._idx[:, None]).to(st.col_scale.dtype) * st.col_scale
+        return m
 
     _active = False
 
@@ -109,13 +124,12 @@ def _make_forward(owner: MultiLoRA, peft_forward):
         if not owner._active:
             return peft_forward(layer, x, *args, **kwargs)
         result = layer.base_layer(x, *args, **kwargs)
-        idx = owner._idx
-        if idx is None:  # every row is a base row
+        if owner._idx is None:  # every row is a base row
             return result
         st = layer._tunery_stack
         xs = x.to(st.A.dtype).reshape(x.shape[0], -1, x.shape[-1])  # [batch, tokens, in]
-        h = torch.bmm(xs, st.A[idx].transpose(1, 2))  # [batch, tokens, r]
-        delta = torch.bmm(h, st.B[idx].transpose(1, 2)) * st.scale[idx].view(-1, 1, 1)
+        h = torch.matmul(xs, st.A) * owner.mask(st)[:, None, :]  # [batch, tokens, slots*r]
+        delta = torch.matmul(h, st.B)
         return result + delta.reshape(result.shape).to(result.dtype)
 
     return forward
