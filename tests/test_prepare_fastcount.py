@@ -102,3 +102,21 @@ def test_random_whitespace_heavy_text_is_counted_exactly():
     alphabet = ["a", "b", "The", "movie", " ", " ", "  ", "\n", "\t", ".", ",", "'s", "'", "1", "23", "!?"]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(3000)]
     assert counter.lengths(texts, False) == [len(e) for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_batches_mixing_chunked_and_other_texts():
+    """A batch is split once and looked up by chunk; texts with NUL, non-ASCII, whitespace runs
+    or an added token's first character take the per-text paths: every count stays exact."""
+    tok = byte_level_bpe(bos=True)
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True
+    odd = ["nul\x00inside it", "\x00", "a < b but no token", "special <|end|> here", "héllo", "two  spaces", ""]
+    texts = [CHUNKED[i % len(CHUNKED)] + f" {i}" for i in range(40)]
+    for k, text in enumerate(odd):
+        texts.insert(3 * k + 1, text)
+    for add_special_tokens in (False, True):
+        expected = [len(e) for e in tok.encode_batch(texts, add_special_tokens=add_special_tokens)]
+        assert counter.lengths(texts, add_special_tokens) == expected
+        assert counter.lengths(CHUNKED, add_special_tokens) == [
+            len(e) for e in tok.encode_batch(CHUNKED, add_special_tokens=add_special_tokens)
+        ]

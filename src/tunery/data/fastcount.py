@@ -15,7 +15,8 @@ so a tokenizer that splits differently (another Unicode version...) falls back t
 from __future__ import annotations
 
 import re
-from itertools import islice
+from collections.abc import Callable
+from itertools import accumulate, islice
 from typing import Any
 
 # The ByteLevel pre-tokenizer's regex (GPT-2's), as tokenizers applies it.
@@ -42,15 +43,22 @@ def _maybe_risky(text: str) -> bool:
     )  # fmt: skip
 
 
-class _ChunkCounts(dict):
-    """chunk -> tokens of `prefix + chunk`, computed on first use from the piece cache."""
+# Marks a text's first chunk (counted without the space before it) in the chunk cache. Texts
+# holding a NUL never take the chunk path, so a later chunk cannot start with one.
+FIRST = "\x00"
 
-    def __init__(self, owner: PieceLengths, prefix: str):
+
+class _ChunkCounts(dict):
+    """chunk -> its tokens, computed on first use from the piece cache: `FIRST + chunk` is a
+    text's first chunk as is, any other key a later chunk with the space before it."""
+
+    def __init__(self, owner: PieceLengths):
         super().__init__()
-        self.owner, self.prefix = owner, prefix
+        self.owner = owner
 
     def __missing__(self, chunk: str) -> int:
-        n = self[chunk] = self.owner.count_one(self.prefix + chunk)
+        text = chunk[1:] if chunk[:1] == FIRST else " " + chunk
+        n = self[chunk] = self.owner.count_one(text)
         return n
 
 
@@ -58,10 +66,8 @@ class PieceLengths:
     """`lengths(texts, add_special_tokens)` = `[len(e) for e in tokenizer.encode_batch(...)]`, faster."""
 
     def __init__(self, tokenizer: Any):
-        import regex
-
         self.tokenizer = tokenizer
-        self.split = regex.compile(BYTE_LEVEL_PATTERN).findall
+        self._regex = None  # the Unicode split, compiled on the first non-ASCII text
         self.split_ascii = re.compile(ASCII_PATTERN).findall
         added = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.content})
         self.added = added
@@ -70,10 +76,27 @@ class PieceLengths:
         # what the post-processor adds to one sequence (a BOS, say): the same for every text
         self.extra = len(tokenizer.encode("", add_special_tokens=True))
         self.pieces: dict[str, int] = {}
-        self.first_chunks = _ChunkCounts(self, "")  # the text's first chunk
-        self.chunks = _ChunkCounts(self, " ")  # every later chunk, with the space before it
+        self.chunks = _ChunkCounts(self)
         self.verified = False
         self.enabled = True
+
+    @property
+    def split(self) -> Callable[[str], list[str]]:
+        """The ByteLevel regex split (the `regex` module: Unicode classes), loaded when first needed."""
+        if self._regex is None:
+            import regex
+
+            self._regex = regex.compile(BYTE_LEVEL_PATTERN).findall
+        return self._regex
+
+    @split.setter
+    def split(self, value: Callable[[str], list[str]]) -> None:
+        self._regex = value
+
+    @property
+    def first_chunks(self) -> set[str]:
+        """The first chunks of texts in the cache (for inspection)."""
+        return {k[1:] for k in self.chunks if k[:1] == FIRST}
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any) -> PieceLengths | None:
@@ -97,44 +120,87 @@ class PieceLengths:
         if not self.enabled:
             return self._encoded(texts, add_special_tokens)
         extra = self.extra if add_special_tokens else 0
-        pieces = self.pieces
-        if len(pieces) + len(self.chunks) > MAX_CACHED_PIECES:
-            pieces.clear()
-            self.first_chunks.clear()
+        if len(self.pieces) + len(self.chunks) > MAX_CACHED_PIECES:
+            self.pieces.clear()
             self.chunks.clear()
-        split, split_ascii, risky = self.split, self.split_ascii, _RISKY_SPACES.search
-        added, starts = self.added, self.added_starts
-        first, later = self.first_chunks, self.chunks.__getitem__
-        out = [0] * len(texts)
+        slow = self._not_chunkable(texts)
+        if not slow:
+            out = self._by_chunks(texts, extra)
+        else:
+            out = [0] * len(texts)
+            fast = [i for i in range(len(texts)) if i not in slow]
+            for i, n in zip(fast, self._by_chunks([texts[i] for i in fast], extra)):
+                out[i] = n
+            self._slow(texts, sorted(slow), extra, add_special_tokens, out)
+        if not self.verified:
+            self.verified = True
+            if out != self._encoded_here(texts, add_special_tokens):
+                self.enabled = False  # this tokenizer splits differently: always encode
+                return self._encoded(texts, add_special_tokens)
+        return out
+
+    def _not_chunkable(self, texts: list[str]) -> set[int]:
+        """Indices of the texts that cannot be counted by space-separated chunks.
+
+        Each test runs once on the whole batch joined (C scans); only a batch where it fires is
+        tested text by text. NUL joins the texts: it is not whitespace, so no pair of whitespace
+        characters spans two texts, and it occurs in no added token's first character here.
+        """
+        joined = FIRST.join(texts)
+        slow: set[int] = set()
+        if not joined.isascii():
+            slow.update(i for i, t in enumerate(texts) if not t.isascii())
+        if joined.count(FIRST) != len(texts) - 1:
+            slow.update(i for i, t in enumerate(texts) if FIRST in t)
+        if _maybe_risky(joined):
+            slow.update(i for i, t in enumerate(texts) if _maybe_risky(t))
+        starts = self.added_starts
+        if any(c in joined for c in starts):
+            slow.update(i for i, t in enumerate(texts) if any(c in t for c in starts))
+        return slow
+
+    def _by_chunks(self, texts: list[str], extra: int) -> list[int]:
+        """Counts of ASCII texts without whitespace runs or added tokens: one split of the whole
+        batch and one cached lookup per chunk, summed per text through prefix sums."""
+        if not texts:
+            return []
+        # "a b" and "c" become FIRST a, b, FIRST c: each text's chunks, its first one marked
+        chunks = (FIRST + (" " + FIRST).join(texts)).split(" ")
+        totals = list(accumulate(map(self.chunks.__getitem__, chunks), initial=0))
+        # text i owns the chunks from bounds[i] to bounds[i + 1] (its spaces + 1 of them)
+        bounds = list(accumulate((t.count(" ") + 1 for t in texts), initial=0))
+        return [totals[b] - totals[a] + extra for a, b in zip(bounds, islice(bounds, 1, None))]
+
+    def _slow(self, texts: list[str], which: list[int], extra: int, add_special_tokens: bool, out: list[int]) -> None:
+        """Texts `_not_chunkable` named: a whitespace check, then chunks, regex pieces or encoding."""
+        added, starts, chunks = self.added, self.added_starts, self.chunks
+        risky = _RISKY_SPACES.search
         by_pieces: list[tuple[int, list[str]]] = []
         missing: set[str] = set()
         fallback: list[int] = []
-        for i, text in enumerate(texts):
+        pieces = self.pieces
+        for i in which:
+            text = texts[i]
             if any(c in text for c in starts) and any(t in text for t in added):
                 fallback.append(i)
-            elif text.isascii() and not (_maybe_risky(text) and risky(text)):
-                chunks = text.split(" ")
-                out[i] = extra + first[chunks[0]] + sum(map(later, islice(chunks, 1, None)))
+            elif text.isascii() and FIRST not in text and not (_maybe_risky(text) and risky(text)):
+                first, *rest = text.split(" ")
+                out[i] = extra + chunks[FIRST + first] + sum(map(chunks.__getitem__, rest))
             else:
-                parts = split_ascii(text) if text.isascii() else split(text)
+                parts = self.split_ascii(text) if text.isascii() else self.split(text)
                 by_pieces.append((i, parts))
                 missing.update(p for p in parts if p not in pieces)
-        if missing:
-            unique = list(missing)
-            for piece, enc in zip(unique, self.tokenizer.encode_batch_fast(unique, add_special_tokens=False)):
-                pieces[piece] = len(enc)
+        # one at a time: a handful of new pieces per batch, and no worker threads (each would keep
+        # its own malloc arena resident)
+        encode = self.tokenizer.encode
+        for piece in missing:
+            pieces[piece] = len(encode(piece, add_special_tokens=False))
         get = pieces.__getitem__
         for i, parts in by_pieces:
             out[i] = extra + sum(map(get, parts))
         if fallback:
-            for i, n in zip(fallback, self._encoded([texts[i] for i in fallback], add_special_tokens)):
+            for i, n in zip(fallback, self._encoded_here([texts[i] for i in fallback], add_special_tokens)):
                 out[i] = n
-        if not self.verified:
-            self.verified = True
-            if out != self._encoded(texts, add_special_tokens):
-                self.enabled = False  # this tokenizer splits differently: always encode
-                return self._encoded(texts, add_special_tokens)
-        return out
 
     def count_one(self, text: str) -> int:
         """Tokens of one text without added tokens, from the piece cache."""
@@ -147,3 +213,9 @@ class PieceLengths:
 
     def _encoded(self, texts: list[str], add_special_tokens: bool) -> list[int]:
         return [len(e) for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
+
+    def _encoded_here(self, texts: list[str], add_special_tokens: bool) -> list[int]:
+        """Like `_encoded`, in this thread: for the few texts checked or that hold added tokens,
+        where a batch would start worker threads, each keeping its own malloc arena resident."""
+        encode = self.tokenizer.encode
+        return [len(encode(t, add_special_tokens=add_special_tokens)) for t in texts]

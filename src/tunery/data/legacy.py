@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import add as _plus
 from typing import Any
 
 from tunery.data.collect import Collector
@@ -92,6 +94,24 @@ class _Affixes:
                 self.suffix = _common_suffix(self.suffix, s)
         self.n += 1
 
+    def add_many(self, strings: list[str]) -> None:
+        """`add` each string, with C-level scans over the batch (same result)."""
+        if not strings:
+            return
+        if self.n == 0:
+            self.prefix = self.suffix = self.first = strings[0]
+        k = len(strings)
+        if self.all_same and strings.count(self.first) != k:
+            self.all_same = False
+        prefix, suffix = self.prefix, self.suffix
+        if prefix and sum(map(str.startswith, strings, repeat(prefix))) != k:
+            # the common prefix of a set is that of its smallest and largest strings
+            self.prefix = _common_prefix(prefix, _common_prefix(min(strings), max(strings)))
+        if suffix and sum(map(str.endswith, strings, repeat(suffix))) != k:
+            backwards = [s[::-1] for s in strings]
+            self.suffix = _common_suffix(suffix, _common_prefix(min(backwards), max(backwards))[::-1])
+        self.n += k
+
 
 class _Text:
     """Case counts and which candidate strings occur, over batches of joined strings."""
@@ -103,6 +123,11 @@ class _Text:
 
     def add(self, s: str) -> None:
         self.batch.append(s)
+        if len(self.batch) >= _BATCH:
+            self.flush()
+
+    def add_many(self, strings: list[str]) -> None:
+        self.batch.extend(strings)
         if len(self.batch) >= _BATCH:
             self.flush()
 
@@ -175,6 +200,28 @@ class LegacyPlan:
             completion = " " + completion
         return prompt, completion
 
+    def transform_many(self, prompts: list[str], completions: list[str]) -> tuple[list[str], list[str]]:
+        """`transform` over lists (the same steps in the same order, one C-level map per step)."""
+        if self.lower_prompt:
+            prompts = list(map(str.lower, prompts))
+        if self.lower_completion:
+            completions = list(map(str.lower, completions))
+        if self.prompt_suffix:
+            suffix = self.prompt_suffix
+            prompts = [p + suffix for p in prompts]
+        if self.prompt_prefix_len:
+            cut = self.prompt_prefix_len
+            prompts = [p[cut:] for p in prompts]
+        if self.completion_prefix_len:
+            cut = self.completion_prefix_len
+            completions = [(" " + c[cut:]) for c in completions] if self.completion_prefix_space else [c[cut:] for c in completions]
+        if self.completion_suffix:
+            suffix = self.completion_suffix
+            completions = [c + suffix for c in completions]
+        if self.space_start:
+            completions = [c if c[:1] == " " else " " + c for c in completions]
+        return prompts, completions
+
     def decide(self, decide: Callable[[Finding], bool]) -> None:
         """Ask about each recommended remedy in the legacy order and record the answers."""
         for remedy in self.remedies:
@@ -208,6 +255,7 @@ class LegacyScan:
         self.n_long = 0
         self.seen_prompt_key = False
         self.seen_completion_key = False
+        self._pending: list[tuple[int, str, str]] = []  # rows not scanned yet
 
     # -- records ---------------------------------------------------------------------------
 
@@ -293,42 +341,79 @@ class LegacyScan:
         return None
 
     def add(self, line: int, prompt: str, completion: str) -> None:
-        """Record one row (every row read, including those with an empty completion)."""
-        self.n_read += 1
-        if not completion:
-            self.flags.append(EMPTY)
-            self.n_empty += 1
-            if len(self.empty_lines) < 5:
-                self.empty_lines.append(line)
+        """Record one row (every row read, including those with an empty completion).
+
+        Rows are buffered and scanned in batches (C-level maps over lists instead of Python per
+        row); `finish` scans the rest, so read the counts only after it.
+        """
+        pending = self._pending
+        pending.append((line, prompt, completion))
+        if len(pending) >= _BATCH:
+            self._scan()
+
+    def _scan(self) -> None:
+        rows, self._pending = self._pending, []
+        if not rows:
             return
-        flag = 0
-        if len(prompt) + len(completion) > LONG_CHARS:
-            flag = LONG
-            self.n_long += 1
-            if len(self.long_lines) < 5:
-                self.long_lines.append(line)
-        pair = hash((prompt, completion))
-        if pair in self.seen_pairs:  # a duplicate of an earlier row (the first one is kept)
-            flag |= DUPLICATE
-            self.n_dup += 1
-            if len(self.dup_lines) < 5:
-                self.dup_lines.append(line)
+        self.n_read += len(rows)
+        lines, prompts, completions = (list(x) for x in zip(*rows))
+        if not all(completions):  # empty completions: flagged (dropped later) and not scanned
+            keep = []
+            for k, c in enumerate(completions):
+                if c:
+                    keep.append(k)
+                else:
+                    self.n_empty += 1
+                    if len(self.empty_lines) < 5:
+                        self.empty_lines.append(lines[k])
+            empty = bytearray([EMPTY]) * len(rows)
+            for k in keep:
+                empty[k] = 0
+            lines, prompts, completions = ([x[k] for k in keep] for x in (lines, prompts, completions))
         else:
-            self.seen_pairs.add(pair)
-        self.flags.append(flag)
-        self.seen_completions.add(hash(completion))
-        self.prompt_chars += len(prompt)
-        self.prompts.add(prompt)
-        self.completions.add(completion)
-        self.prompt_text.add(prompt)
-        self.completion_text.add(completion)
-        if completion[0] != " ":
-            self.not_space_start += 1
+            empty = None
+        flags = bytearray(len(lines))
+        sizes = list(map(len, prompts))
+        self.prompt_chars += sum(sizes)
+        if lines and max(map(_plus, sizes, map(len, completions))) > LONG_CHARS:
+            for k, n in enumerate(map(_plus, sizes, map(len, completions))):
+                if n > LONG_CHARS:
+                    flags[k] |= LONG
+                    self.n_long += 1
+                    if len(self.long_lines) < 5:
+                        self.long_lines.append(lines[k])
+        pairs = list(map(hash, zip(prompts, completions)))
+        seen = self.seen_pairs
+        batch = set(pairs)
+        if len(batch) == len(pairs) and seen.isdisjoint(batch):
+            seen |= batch  # the common case: no duplicate in this batch
+        else:
+            for k, pair in enumerate(pairs):  # a duplicate of an earlier row (the first one is kept)
+                if pair in seen:
+                    flags[k] |= DUPLICATE
+                    self.n_dup += 1
+                    if len(self.dup_lines) < 5:
+                        self.dup_lines.append(lines[k])
+                else:
+                    seen.add(pair)
+        if empty is None:
+            self.flags += flags
+        else:
+            for k, f in zip(keep, flags):
+                empty[k] = f
+            self.flags += empty
+        self.seen_completions.update(map(hash, completions))
+        self.prompts.add_many(prompts)
+        self.completions.add_many(completions)
+        self.prompt_text.add_many(prompts)
+        self.completion_text.add_many(completions)
+        self.not_space_start += len(completions) - sum(map(str.startswith, completions, repeat(" ")))
 
     # -- decisions -------------------------------------------------------------------------
 
     def finish(self) -> LegacyPlan:
         """Take the legacy tool's decisions; returns the plan with its findings and remedies."""
+        self._scan()
         self.prompt_text.flush()
         self.completion_text.flush()
         unit = self.unit

@@ -27,19 +27,22 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress, islice
 from pathlib import Path
 from typing import Any
 
 from tunery.data import legacy
 from tunery.data.collect import Collector
 from tunery.data.findings import Finding, Level
+from tunery.data.memory import trim_heap
 from tunery.data.readers import BadRecord, DataError, Source, open_source
-from tunery.data.split import DEFAULT_SEED, split_indices, valid_size
+from tunery.data.split import DEFAULT_SEED, split_order, valid_size
 from tunery.data.templates import Template, TemplateError, Where, build_record
-from tunery.data.writer import Spool, dumps, output_paths
+from tunery.data.writer import Spool, dumps, output_paths, pair_lines
 
 SHAPES = ("completion", "chat", "dpo")
 TOKEN_BATCH = 512
+APPLY_BATCH = 2048  # records per pass-2 step (lists, so that the per-record work runs in C maps)
 MAX_LABELS = 10_000  # distinct labels tracked for stratification; beyond it, not classification
 
 _PAIR = struct.Struct("<qII")  # position, prompt bytes, completion bytes
@@ -262,8 +265,13 @@ def _run(
     on_tick = tick("checking")
     for position, record in records:
         n += 1
-        if on_tick is not None and n % 2048 == 0:
-            on_tick()
+        if not n & 2047:
+            if on_tick is not None:
+                on_tick()
+            if not n & 8191:
+                # Freed heap pages (lists, joined batches) stay resident until trimmed: the C
+                # heap fragments, and the peak RSS would grow with the file.
+                trim_heap()
         if isinstance(record, BadRecord):
             collector.add(_error("invalid_json", f"{source.unit} {position}: {record.message}", position))
             continue
@@ -309,6 +317,7 @@ def _run(
         report.findings = collector.findings() + check.dataset_findings()
         return report
     check.decide(decide)
+    trim_heap()  # pass 1's sets of hashes are gone
     report.findings = collector.findings() + check.dataset_findings()
     report.remedies = [
         {"code": r.finding.code, "remedy": r.finding.data.get("remedy"), "applied": bool(r.finding.data.get("applied"))}
@@ -323,13 +332,14 @@ def _run(
         tally = _Tokens(counter, check.target)
         on_tick = tick("writing")
         i = 0
-        for position, record in check.replay(records):
-            out = check.apply(i, position, record)
-            i += 1
-            if out is not None:
-                spool.add(dumps(out))
-                tally.add(out, position)
-            if on_tick is not None and i % 2048 == 0:
+        rows = check.replay(records)
+        while batch := list(islice(rows, APPLY_BATCH)):
+            applied = check.apply_batch(i, batch)
+            i += len(batch)
+            spool.add_many(applied.lines)
+            tally.add_batch(applied)
+            trim_heap()  # as in pass 1
+            if on_tick is not None:
                 on_tick()
         tally.flush()
         if on_tick is not None:
@@ -361,7 +371,7 @@ def _run(
             split = False
         n_valid = valid_size(n_out, options.valid_fraction) if split else 0
         stratify = labels if (split and labels is not None) else None
-        train, valid = split_indices(n_out, n_valid, stratify, options.seed)
+        train, valid = split_order(n_out, n_valid, stratify, options.seed)
         paths = output_paths(source.path, options.out_dir, split)
         for p in paths:
             if p.resolve() == source.path.resolve():
@@ -404,6 +414,18 @@ def _checker(target: str, shape: str, unit: str, collector: Collector, system: s
     return _DpoCheck(collector, unit)
 
 
+@dataclass
+class _Applied:
+    """The examples one pass-2 batch keeps: input positions, output lines, and for counting
+    either the records or (prompt/completion data) the two text columns."""
+
+    positions: list[int] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[str] | None = None
+    completions: list[str] | None = None
+
+
 class _Check:
     """Pass 1 (`add`), decisions (`decide`), pass 2 (`apply`) for one target format."""
 
@@ -417,6 +439,17 @@ class _Check:
     def decide(self, decide: Decide) -> None: ...
 
     def apply(self, index: int, position: int, record: Any) -> dict[str, Any] | None: ...
+
+    def apply_batch(self, start: int, rows: list[tuple[int, Any]]) -> _Applied:
+        """`apply` to consecutive rows (indices from `start`): what is kept, as records and lines."""
+        done = _Applied()
+        for index, (position, record) in enumerate(rows, start):
+            out = self.apply(index, position, record)
+            if out is not None:
+                done.positions.append(position)
+                done.records.append(out)
+                done.lines.append(dumps(out))
+        return done
 
     def replay(self, records: _Records) -> Iterator[tuple[int, Any]]:
         """What pass 2 iterates: the input again, by default."""
@@ -466,6 +499,24 @@ class _Labels:
             i = self.ids[key] = len(self.ids)
         self.counts[key] += 1
         self.per_example.append(i)
+
+    def add_many(self, labels: list[str | None]) -> None:
+        """`add` each label (new ids in order of first occurrence, as `add` gives them)."""
+        if self.overflow:
+            return
+        if None in labels:
+            labels = ["" if label is None else label for label in labels]
+        ids = self.ids
+        for key in dict.fromkeys(labels):
+            if key not in ids:
+                if len(ids) >= MAX_LABELS:
+                    self.overflow = True
+                    self.ids.clear()
+                    self.per_example = array("i")
+                    return
+                ids[key] = len(ids)
+        self.counts.update(labels)
+        self.per_example.extend(map(ids.__getitem__, labels))
 
     def is_classification(self) -> bool:
         n = len(self.per_example)
@@ -549,6 +600,37 @@ class _LegacyCheck(_Check):
         self.completions.add(c)
         self.labels_.add(c)
         return {"prompt": p, "completion": c}
+
+    def apply_batch(self, start: int, rows: list[tuple[int, tuple[str, str]]]) -> _Applied:
+        """`apply` over a batch: the same steps as lists (C-level maps), lines written directly."""
+        plan = self.plan
+        drop = plan.drop
+        kept = [row for row, flag in zip(rows, plan.flags[start : start + len(rows)]) if not flag & drop]
+        done = _Applied()
+        if not kept:
+            done.prompts, done.completions = [], []
+            return done
+        positions = [position for position, _ in kept]
+        prompts = [pc[0] for _, pc in kept]
+        completions = [pc[1] for _, pc in kept]
+        for name, values, suffix in (
+            ("prompt", prompts, plan.common_prompt_suffix),
+            ("completion", completions, plan.common_completion_suffix),
+        ):
+            if suffix:
+                cut = -len(suffix)
+                hits = [position for position, value in zip(positions, values) if suffix in value[:cut]]
+                if hits:
+                    seen = self.repeated[name]
+                    seen[0] += len(hits)
+                    seen[1] = seen[1] or hits[0]
+        prompts, completions = plan.transform_many(prompts, completions)
+        self.prompts.add_many(prompts)
+        self.completions.add_many(completions)
+        self.labels_.add_many(completions)
+        done.positions, done.prompts, done.completions = positions, prompts, completions
+        done.lines = pair_lines(prompts, completions)
+        return done
 
     def final_findings(self) -> list[Finding]:
         out = []
@@ -732,6 +814,8 @@ class _Tokens:
         self.enabled = counter is not None
         self.target = target
         self.batch: list[dict[str, Any]] = []
+        self.prompts: list[str] = []  # prompt/completion examples waiting, as two columns
+        self.completions: list[str] = []
         self.total = array("i")
         self.trained = array("i")
         self.lines = array("q")
@@ -742,9 +826,36 @@ class _Tokens:
             self.batch.append(record)
             self.lines.append(position)
             if len(self.batch) >= TOKEN_BATCH:
-                self.flush()
+                self._count_records()
+
+    def add_batch(self, applied: _Applied) -> None:
+        if not self.enabled:
+            return
+        self.lines.extend(applied.positions)
+        if applied.prompts is not None:  # prompt/completion columns: counted in slices
+            self.prompts += applied.prompts
+            self.completions += applied.completions
+            while len(self.prompts) >= TOKEN_BATCH:
+                self._count_pairs(TOKEN_BATCH)
+            return
+        for record in applied.records:
+            self.batch.append(record)
+            if len(self.batch) >= TOKEN_BATCH:
+                self._count_records()
+
+    def _count_pairs(self, n: int) -> None:
+        prompts, completions = self.prompts[:n], self.completions[:n]
+        del self.prompts[:n], self.completions[:n]
+        total, trained = self.counter.count_pairs(prompts, completions)
+        self.total.extend(total)
+        self.trained.extend(trained)
 
     def flush(self) -> None:
+        if self.prompts:
+            self._count_pairs(len(self.prompts))
+        self._count_records()
+
+    def _count_records(self) -> None:
         if not self.batch:
             return
         records, self.batch = self.batch, []
@@ -788,8 +899,13 @@ class _Tokens:
 
         stats = TokenStats(getattr(self.counter, "context_length", None))
         total, trained, lines = self.total, self.trained, self.lines
-        for i in sorted(train):  # in file order, so the lines named are the first ones
-            stats.add(total[i], trained[i], lines[i])
+        chosen = bytearray(len(total))
+        for i in train:
+            chosen[i] = 1
+        # in file order, so the lines named are the first ones
+        stats.add_columns(
+            array("i", compress(total, chosen)), array("i", compress(trained, chosen)), array("q", compress(lines, chosen))
+        )
         out = stats.to_dict()
         out["valid_tokens"] = sum(total[i] for i in valid)
         return out, stats.findings()

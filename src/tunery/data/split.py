@@ -7,6 +7,7 @@ from the seed alone.
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Sequence
 
 MAX_VALID_EXAMPLES = 1000  # the legacy rule: n_train = max(n - 1000, int(0.8 * n))
@@ -34,14 +35,26 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     """Shuffled (train, valid) lists of indices. With `labels`, each class keeps its share in both
     sides (largest-remainder allocation of `n_valid` over the classes)."""
+    train, valid = split_order(n, n_valid, labels, seed)
+    return train.tolist(), valid.tolist()
+
+
+def split_order(
+    n: int, n_valid: int, labels: Sequence[int] | None = None, seed: int = DEFAULT_SEED
+) -> tuple[array, array]:
+    """`split_indices` as two `array("i")`: 4 bytes an index instead of a list slot and an int
+    object (~36 bytes), for large files. The same shuffles, so the same order."""
     rng = random.Random(seed)
     if labels is None or n_valid == 0:
-        order = list(range(n))
+        order = array("i", range(n))
         rng.shuffle(order)
         return order[n_valid:], order[:n_valid]
-    groups: dict[int, list[int]] = {}
+    groups: dict[int, array] = {}
     for i, label in enumerate(labels):
-        groups.setdefault(label, []).append(i)
+        members = groups.get(label)
+        if members is None:
+            members = groups[label] = array("i")
+        members.append(i)
     classes = sorted(groups)
     exact = {c: len(groups[c]) * n_valid / n for c in classes}
     take = {c: int(exact[c]) for c in classes}
@@ -49,8 +62,8 @@ def split_indices(
     # Classes with the largest fractional parts get one more (ties: larger classes, then label order).
     for c in sorted(classes, key=lambda c: (-(exact[c] - take[c]), -len(groups[c]), c))[:remainder]:
         take[c] += 1
-    train: list[int] = []
-    valid: list[int] = []
+    train = array("i")
+    valid = array("i")
     for c in classes:
         members = groups[c]
         rng.shuffle(members)

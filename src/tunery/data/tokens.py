@@ -8,9 +8,13 @@ and `Histogram` summarize a dataset of any size in bounded memory.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
+from operator import add
 from typing import Any
 
 from tunery.data.findings import Finding, Level
+from tunery.data.memory import trim_heap
 
 
 class Histogram:
@@ -239,8 +243,10 @@ class TokenCounter:
             tool_template = (folder / "additional_chat_templates" / "tool_use.jinja").read_text(encoding="utf-8")
         model_config = _read_json(folder / "config.json")
         context = model_config.get("max_position_embeddings") or model_config.get("n_positions")
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        trim_heap()  # the load's temporary structures (~40 MB for a 50k vocab) would stay resident
         return cls(
-            Tokenizer.from_file(str(folder / "tokenizer.json")),
+            tokenizer,
             chat_template=template,
             special_tokens=special,
             context_length=context if isinstance(context, int) else None,
@@ -397,10 +403,15 @@ class TokenCounter:
         + EOS; trained = completion tokens + EOS. Prompt and completion are encoded separately,
         as a trainer does to know exactly where the loss starts.
         """
+        total, trained = self.count_pairs([r.get("prompt") or "" for r in records], [r.get("completion") or "" for r in records])
+        return list(zip(total, trained))
+
+    def count_pairs(self, prompts: list[str], completions: list[str]) -> tuple[list[int], list[int]]:
+        """`count_completion` over two columns of texts: the (total, trained) lists."""
         eos = 1 if self.eos_id is not None else 0
-        prompts = self._lengths([r.get("prompt") or "" for r in records], add_special_tokens=True)
-        completions = self._lengths([r.get("completion") or "" for r in records], add_special_tokens=False)
-        return [(p + c + eos, c + eos) for p, c in zip(prompts, completions)]
+        p_len = self._lengths(prompts, add_special_tokens=True)
+        trained = [c + eos for c in self._lengths(completions, add_special_tokens=False)]
+        return list(map(add, p_len, trained)), trained
 
     def _lengths(self, texts: list[str], add_special_tokens: bool) -> list[int]:
         """Token counts, encoding each distinct text once (classification completions repeat a lot)."""
@@ -442,8 +453,23 @@ class TokenStats:
                 self.over_context_lines.append(line)
 
     def add_many(self, counts: list[tuple[int, int]], lines: list[int] | None = None) -> None:
-        for k, (total, trained) in enumerate(counts):
-            self.add(total, trained, lines[k] if lines is not None else None)
+        if counts:
+            totals, trained = zip(*counts)
+            self.add_columns(list(totals), list(trained), lines)
+
+    def add_columns(self, totals: Sequence[int], trained: Sequence[int], lines: Sequence[int] | None = None) -> None:
+        """`add` each example (the same statistics), counting repeated values once per value."""
+        for h, values in ((self.tokens, totals), (self.trained, trained)):
+            for value, times in Counter(values).items():
+                h.add(value, times)
+        ctx = self.context_length
+        if ctx is not None and totals and max(totals) > ctx:
+            for k, total in enumerate(totals):
+                if total > ctx:
+                    self.over_context += 1
+                    self.truncated_tokens += total - ctx
+                    if lines is not None and len(self.over_context_lines) < 5:
+                        self.over_context_lines.append(lines[k])
 
     @property
     def examples(self) -> int:
