@@ -77,6 +77,26 @@ def test_concurrent_requests_match_one_at_a_time(engine, tok):
     assert [token_ids(c) for c in batched] == alone
 
 
+def test_requests_waiting_together_are_prefilled_in_one_forward_with_the_same_tokens(engine, tok):
+    jobs = [(ids(tok, t), greedy(6 + 3 * i), None) for i, t in enumerate(PROMPTS)]  # different lengths: padding
+    alone = [token_ids(engine.generate(p, sp, tok)) for p, sp, _ in jobs]
+    shapes = []
+    forward = engine._forward
+    engine._forward = lambda ids, *a, **kw: shapes.append(tuple(ids.shape)) or forward(ids, *a, **kw)
+    try:
+        with engine.lock:  # the engine waits at its next step: everything below queues up
+            gens = [engine.submit(p, sp, tok, callback=lambda e: None) for p, sp, _ in jobs]
+        deadline = time.time() + 30
+        while any(g.finish_reason is None for g in gens) and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        del engine._forward
+    assert [g.generated for g in gens] == alone
+    longest = max(len(p) for p, _, _ in jobs)
+    assert shapes[0] == (len(jobs), longest)  # one left-padded prefill for the whole wave
+    assert all(s[1] == 1 for s in shapes[1:])  # then decoding steps only
+
+
 def test_max_tokens_gives_length_and_stop_string_gives_stop(engine, tok):
     p = ids(tok, PROMPTS[1])
     full = engine.generate(p, greedy(20), tok)
@@ -228,3 +248,16 @@ def test_a_failing_request_reports_an_error_and_the_engine_keeps_serving(engine,
         engine.generate([10**6], greedy(4), tok)  # a token id outside the embedding table
     p = ids(tok, PROMPTS[0])
     assert token_ids(engine.generate(p, greedy(4), tok)) == hf_greedy(model, p, 4)
+
+
+def test_a_failing_request_in_a_prefill_wave_fails_alone(engine, model, tok):
+    p = ids(tok, PROMPTS[1])
+    done = {}
+    with engine.lock:  # both wait for the same prefill wave
+        bad = engine.submit([10**6], greedy(4), tok, callback=lambda e: e.finish_reason and done.setdefault("bad", e))
+        good = engine.submit(p, greedy(4), tok, callback=lambda e: e.finish_reason and done.setdefault("good", e))
+    deadline = time.time() + 30
+    while len(done) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    assert done["bad"].finish_reason == "error" and "IndexError" in done["bad"].error
+    assert done["good"].finish_reason == "length" and good.generated == hf_greedy(model, p, 4)

@@ -1,9 +1,9 @@
 """A continuous-batching generation engine for one set of model weights.
 
 A background thread owns the model. Between two decoding steps it admits waiting requests
-(prefilling each and merging its KV cache into the running batch), then runs one step for every
-running sequence at once, samples each row with its own parameters, and drops the rows that
-finished or were cancelled. Rows may use different LoRA adapters of the same base: the batched
+(prefilling them together in one left-padded forward and merging their KV cache into the running
+batch), then runs one step for every running sequence at once, samples each row with its own
+parameters, and drops the rows that finished or were cancelled. Rows may use different LoRA adapters of the same base: the batched
 multi-LoRA step (`multilora.py`) applies each row's adapter inside one forward pass.
 
 The asyncio side talks to it through `Engine.submit`, which returns a `Generation` whose events
@@ -28,6 +28,7 @@ from tunery.serve.multilora import MultiLoRA
 from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, sample_batch, score_prompt
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+MAX_PREFILL_TOKENS = 4096  # padded prompt tokens in one prefill forward (bounds its memory and stall)
 
 
 @dataclass
@@ -190,16 +191,24 @@ class Engine:
                 self._running, self._cache = [], BatchCache()
 
     def _admit(self) -> None:
-        while self._pending and len(self._running) < self.max_batch_size:
+        """Prefill every waiting request that fits: one padded forward for all of them, so the
+        running rows stall once per wave of arrivals rather than once per request."""
+        wave: list[Generation] = []
+        while self._pending and len(self._running) + len(wave) < self.max_batch_size:
             with self._wake:
-                gen = self._pending.popleft()
+                gen = self._pending[0]
+                longest = max([len(gen.prompt_ids), *(len(g.prompt_ids) for g in wave)])
+                if wave and longest * (len(wave) + 1) > MAX_PREFILL_TOKENS:
+                    break  # the rest waits for the next wave (bounded memory and stall)
+                self._pending.popleft()
             if gen.cancelled.is_set():
                 self._finish(gen, "cancelled")
-                continue
-            try:
-                self._prefill(gen)
-            except Exception as exc:
-                self._fail(gen, exc)
+            elif gen.params.prompt_logprobs is not None:  # scores every prompt position: alone
+                self._prefill([gen])
+            else:
+                wave.append(gen)
+        if wave:
+            self._prefill(wave)
         self._drop_finished()  # a request can finish on its first token
 
     def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None], all_positions=False):
@@ -219,23 +228,42 @@ class Engine:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _prefill(self, gen: Generation) -> None:
-        device = self._device()
-        ids = torch.tensor([gen.prompt_ids], device=device)
-        mask = torch.ones_like(ids)
-        positions = torch.arange(ids.shape[1], device=device).unsqueeze(0)
-        cache = BatchCache.new_single()
-        if gen.params.prompt_logprobs is not None:
-            logits = self._forward(ids, mask, positions, cache, [gen.adapter], all_positions=True)[0]
-            gen.prompt_logprobs = score_prompt(logits[:-1], gen.prompt_ids, gen.params.prompt_logprobs)
-            logits = logits[-1:]
-        else:
-            logits = self._forward(ids, mask, positions, cache, [gen.adapter])
-        choice = sample_batch(logits, [gen])[0]
+    def _prefill(self, gens: list[Generation]) -> None:
+        """One forward over `gens`' prompts, left-padded to the longest (the batch cache's layout),
+        then their first tokens. A failure fails only the request that causes it."""
+        try:
+            device = self._device()
+            longest = max(len(g.prompt_ids) for g in gens)
+            ids = torch.zeros(len(gens), longest, dtype=torch.long)
+            mask = torch.zeros(len(gens), longest, dtype=torch.long)
+            for row, g in enumerate(gens):
+                ids[row, longest - len(g.prompt_ids):] = torch.tensor(g.prompt_ids)
+                mask[row, longest - len(g.prompt_ids):] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            cache = BatchCache.new_single()
+            adapters = [g.adapter for g in gens]
+            if gens[0].params.prompt_logprobs is not None:  # alone (see _admit): no padding
+                gen = gens[0]
+                logits = self._forward(ids, mask, positions, cache, adapters, all_positions=True)[0]
+                gen.prompt_logprobs = score_prompt(logits[:-1], gen.prompt_ids, gen.params.prompt_logprobs)
+                logits = logits[-1:]
+            else:
+                logits = self._forward(ids, mask, positions, cache, adapters)
+            choices = sample_batch(logits, gens)
+        except Exception as exc:
+            if len(gens) > 1:  # find the culprit: the others still get served
+                for g in gens:
+                    self._prefill([g])
+            else:
+                self._fail(gens[0], exc)
+            return
         self._cache.add(cache, mask)
-        self._running.append(gen)
-        gen.first_token_at = time.perf_counter()
-        self._accept(gen, choice)
+        now = time.perf_counter()
+        for gen, choice in zip(gens, choices):
+            self._running.append(gen)
+            gen.first_token_at = now
+            self._accept(gen, choice)
 
     def _decode_step(self) -> None:
         self._drop_finished()  # cancelled rows leave before the step, not after
