@@ -306,8 +306,8 @@ class Engine:
             if i not in keep and g.finish_reason is None:
                 self._finish(g, "cancelled")
         if len(keep) != len(self._running):
-            self._running = [self._running[i] for i in keep]
-            self._cache.keep(keep)
+            order = self._cache.keep(keep)  # rows move in the cache: follow its order
+            self._running = [self._running[i] for i in order]
 
     def _finish(self, gen: Generation, reason: str) -> None:
         gen.finish_reason = reason
