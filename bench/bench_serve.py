@@ -7,7 +7,9 @@ first token is measured by the client as a user sees it (HTTP, JSON, detokenizat
 Tokens/s counts the completion tokens the server reports (`usage`), over the wall time of the run.
 The adapters are random LoRA weights (rank 16 on q/k/v/o of every layer) registered as the
 project's fine-tuned models, as the job worker records them: the cost of mixing is the same as for
-trained ones. Sizes: TUNERY_BENCH_SERVE_REQUESTS (per client, default 3), _BASELINE (default 6).
+trained ones. The clients pull requests from one shared queue, so 8 stay in flight until it runs dry
+(a client with short answers doesn't leave the others a long, thin tail). Sizes:
+TUNERY_BENCH_SERVE_REQUESTS (per client on average, default 5: 40 per setup), _BASELINE (default 6).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ CLIENTS = 8
 PROMPT_TOKENS = 100
 NEW_TOKENS = 64
 ADAPTERS = 4
-PER_CLIENT = int(os.environ.get("TUNERY_BENCH_SERVE_REQUESTS", 3))
+PER_CLIENT = int(os.environ.get("TUNERY_BENCH_SERVE_REQUESTS", 5))
 BASELINE = int(os.environ.get("TUNERY_BENCH_SERVE_BASELINE", 6))
 
 
@@ -83,8 +85,9 @@ def baseline(model_dir: Path, convs: list) -> dict:
     return {"tokens": tokens, "wall": wall, "tps": tokens / wall, "ttft": ttft, "queued_ttft": queued, "requests": len(ids)}
 
 
-async def _client(http, url, headers, jobs, results):
-    for model, messages in jobs:
+async def _client(http, url, headers, jobs: asyncio.Queue, results):
+    while not jobs.empty():
+        model, messages = jobs.get_nowait()
         body = {"model": model, "messages": messages, "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
         t0 = time.perf_counter()
         first = None
@@ -103,12 +106,16 @@ async def _client(http, url, headers, jobs, results):
         results.append({"ttft": first, "tokens": usage["completion_tokens"], "latency": time.perf_counter() - t0})
 
 
-async def load(base_url: str, key: str, streams: list[list[tuple[str, list]]]) -> dict:
+async def load(base_url: str, key: str, requests: list[tuple[str, list]], clients: int = CLIENTS) -> dict:
+    """`clients` concurrent streams working through `requests` (model, messages) in order."""
     headers = {"Authorization": f"Bearer {key}"}
     results: list[dict] = []
-    async with httpx.AsyncClient(timeout=3600) as http:
+    jobs: asyncio.Queue = asyncio.Queue()
+    for job in requests:
+        jobs.put_nowait(job)
+    async with httpx.AsyncClient(timeout=3600, limits=httpx.Limits(max_connections=clients)) as http:
         started = time.perf_counter()
-        await asyncio.gather(*(_client(http, f"{base_url}/chat/completions", headers, jobs, results) for jobs in streams))
+        await asyncio.gather(*(_client(http, f"{base_url}/chat/completions", headers, jobs, results) for _ in range(clients)))
         wall = time.perf_counter() - started
     tokens = sum(r["tokens"] for r in results)
     return {"tokens": tokens, "wall": wall, "tps": tokens / wall, "ttft": [r["ttft"] for r in results], "requests": len(results)}
@@ -171,13 +178,12 @@ def run(work: Path) -> str:
 
     server = ServerProcess(home, args=("--no-worker",)).start(timeout=120)
     try:
-        warm = [[(m, convs[0])] for m in [resolved.name, *names]]
-        asyncio.run(load(server.base_url, key, warm))  # load the base and hot-load every adapter
-        split = lambda models: [[(models[(c * PER_CLIENT + j) % len(models)], convs[c * PER_CLIENT + j]) for j in range(PER_CLIENT)] for c in range(CLIENTS)]
-        print(f"tunery: {CLIENTS} clients x {PER_CLIENT} requests, base model", flush=True)
-        single = asyncio.run(load(server.base_url, key, split([resolved.name])))
-        print(f"tunery: {CLIENTS} clients x {PER_CLIENT} requests, {ADAPTERS} adapters mixed", flush=True)
-        mixed = asyncio.run(load(server.base_url, key, split(names)))
+        warm = [(m, convs[0]) for m in [resolved.name, *names]]
+        asyncio.run(load(server.base_url, key, warm, clients=len(warm)))  # load the base and hot-load every adapter
+        print(f"tunery: {CLIENTS} clients, {n} requests, base model", flush=True)
+        single = asyncio.run(load(server.base_url, key, [(resolved.name, c) for c in convs]))
+        print(f"tunery: {CLIENTS} clients, {n} requests, {ADAPTERS} adapters mixed", flush=True)
+        mixed = asyncio.run(load(server.base_url, key, [(names[i % ADAPTERS], c) for i, c in enumerate(convs)]))
     finally:
         server.stop()
 
