@@ -15,8 +15,7 @@ so a tokenizer that splits differently (another Unicode version...) falls back t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from itertools import accumulate, islice
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # The ByteLevel pre-tokenizer's regex (GPT-2's), as tokenizers applies it.
@@ -123,56 +122,32 @@ class PieceLengths:
         if len(self.pieces) + len(self.chunks) > MAX_CACHED_PIECES:
             self.pieces.clear()
             self.chunks.clear()
-        slow = self._not_chunkable(texts)
-        if not slow:
-            out = self._by_chunks(texts, extra)
+        # The tests that send a text elsewhere run once on the whole batch joined (C scans);
+        # NUL joins the texts: not whitespace, so no whitespace pair spans two texts.
+        joined = FIRST.join(texts)
+        out: list[int | None]
+        if (
+            joined.count(FIRST) == len(texts) - 1
+            and not _maybe_risky(joined)
+            and not any(c in joined for c in self.added_starts)
+        ):
+            # ASCII texts: one cached lookup per space-separated chunk, the first one marked
+            get = self.chunks.__getitem__
+            out = [extra + sum(map(get, (FIRST + t).split(" "))) if t.isascii() else None for t in texts]
+            slow = [] if joined.isascii() else [i for i, n in enumerate(out) if n is None]
         else:
-            out = [0] * len(texts)
-            fast = [i for i in range(len(texts)) if i not in slow]
-            for i, n in zip(fast, self._by_chunks([texts[i] for i in fast], extra)):
-                out[i] = n
-            self._slow(texts, sorted(slow), extra, add_special_tokens, out)
+            out, slow = [None] * len(texts), range(len(texts))
+        if slow:
+            self._slow(texts, slow, extra, add_special_tokens, out)
         if not self.verified:
             self.verified = True
             if out != self._encoded_here(texts, add_special_tokens):
                 self.enabled = False  # this tokenizer splits differently: always encode
                 return self._encoded(texts, add_special_tokens)
-        return out
+        return out  # type: ignore[return-value]
 
-    def _not_chunkable(self, texts: list[str]) -> set[int]:
-        """Indices of the texts that cannot be counted by space-separated chunks.
-
-        Each test runs once on the whole batch joined (C scans); only a batch where it fires is
-        tested text by text. NUL joins the texts: it is not whitespace, so no pair of whitespace
-        characters spans two texts, and it occurs in no added token's first character here.
-        """
-        joined = FIRST.join(texts)
-        slow: set[int] = set()
-        if not joined.isascii():
-            slow.update(i for i, t in enumerate(texts) if not t.isascii())
-        if joined.count(FIRST) != len(texts) - 1:
-            slow.update(i for i, t in enumerate(texts) if FIRST in t)
-        if _maybe_risky(joined):
-            slow.update(i for i, t in enumerate(texts) if _maybe_risky(t))
-        starts = self.added_starts
-        if any(c in joined for c in starts):
-            slow.update(i for i, t in enumerate(texts) if any(c in t for c in starts))
-        return slow
-
-    def _by_chunks(self, texts: list[str], extra: int) -> list[int]:
-        """Counts of ASCII texts without whitespace runs or added tokens: one split of the whole
-        batch and one cached lookup per chunk, summed per text through prefix sums."""
-        if not texts:
-            return []
-        # "a b" and "c" become FIRST a, b, FIRST c: each text's chunks, its first one marked
-        chunks = (FIRST + (" " + FIRST).join(texts)).split(" ")
-        totals = list(accumulate(map(self.chunks.__getitem__, chunks), initial=0))
-        # text i owns the chunks from bounds[i] to bounds[i + 1] (its spaces + 1 of them)
-        bounds = list(accumulate((t.count(" ") + 1 for t in texts), initial=0))
-        return [totals[b] - totals[a] + extra for a, b in zip(bounds, islice(bounds, 1, None))]
-
-    def _slow(self, texts: list[str], which: list[int], extra: int, add_special_tokens: bool, out: list[int]) -> None:
-        """Texts `_not_chunkable` named: a whitespace check, then chunks, regex pieces or encoding."""
+    def _slow(self, texts: list[str], which: Iterable[int], extra: int, add_special_tokens: bool, out: list) -> None:
+        """Texts the batch checks sent here: a whitespace check, then chunks, regex pieces or encoding."""
         added, starts, chunks = self.added, self.added_starts, self.chunks
         risky = _RISKY_SPACES.search
         by_pieces: list[tuple[int, list[str]]] = []
@@ -184,8 +159,7 @@ class PieceLengths:
             if any(c in text for c in starts) and any(t in text for t in added):
                 fallback.append(i)
             elif text.isascii() and FIRST not in text and not (_maybe_risky(text) and risky(text)):
-                first, *rest = text.split(" ")
-                out[i] = extra + chunks[FIRST + first] + sum(map(chunks.__getitem__, rest))
+                out[i] = extra + sum(map(chunks.__getitem__, (FIRST + text).split(" ")))
             else:
                 parts = self.split_ascii(text) if text.isascii() else self.split(text)
                 by_pieces.append((i, parts))

@@ -372,6 +372,7 @@ def _run(
         n_valid = valid_size(n_out, options.valid_fraction) if split else 0
         stratify = labels if (split and labels is not None) else None
         train, valid = split_order(n_out, n_valid, stratify, options.seed)
+        trim_heap()
         paths = output_paths(source.path, options.out_dir, split)
         for p in paths:
             if p.resolve() == source.path.resolve():
@@ -382,6 +383,7 @@ def _run(
             base = done
             done += spool.write(path, order, (lambda b, base=base: progress("writing", base + b, total)) if progress else None)
             report.outputs.append(str(path))
+            trim_heap()
         report.n_train, report.n_valid = len(train), len(valid)
         if tally.enabled:
             report.tokens, token_findings = tally.stats(train, valid)
