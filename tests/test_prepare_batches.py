@@ -176,3 +176,24 @@ def test_legacy_scan_across_batches():
     assert (scan.n_read, scan.n_dup, scan.n_empty, scan.n_long) == (n, len(dups), len(empties), len(longs))
     assert (scan.dup_lines, scan.empty_lines, scan.long_lines) == (dups[:5], empties[:5], longs[:5])
     assert scan.not_space_start == 0 and scan.prompts.n == n - len(empties)
+
+
+def test_duplicates_by_bitmap_equal_a_set():
+    from tunery.data.duplicates import BITS, Duplicates
+
+    rng = random.Random(4)
+    # many values share their low bits (bitmap collisions) without being equal, some repeat
+    values = [rng.randrange(-(2**63), 2**63) for _ in range(3000)]
+    values += [v ^ (rng.randrange(1, 2**20) << BITS) for v in values[:500]]  # same bitmap slot
+    values += rng.sample(values, 400)  # true repeats
+    rng.shuffle(values)
+    dups = Duplicates()
+    for k in range(0, len(values), 256):
+        dups.add_many(values[k : k + 256])
+    seen, expected = set(), []
+    for k, v in enumerate(values):
+        if v in seen:
+            expected.append(k)
+        seen.add(v)
+    assert list(dups.repeats()) == expected and len(dups) == len(values)
+    assert list(Duplicates().repeats()) == []

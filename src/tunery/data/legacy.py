@@ -15,6 +15,7 @@ the recommended remedies are then applied one after the other.
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -22,6 +23,7 @@ from operator import add as _plus
 from typing import Any
 
 from tunery.data.collect import Collector
+from tunery.data.duplicates import Duplicates
 from tunery.data.findings import Finding, Level
 
 MIN_EXAMPLES = 100
@@ -40,7 +42,7 @@ OPEN_ENDED = "open-ended generation"
 CLASSIFICATION = "classification"
 CONDITIONAL = "conditional generation"
 
-_BATCH = 2048
+_BATCH = 512  # rows per scan step: C-level maps over lists, little memory held
 _ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
 _UPPER = bytes(range(65, 91))
 _LOWER = bytes(range(97, 123))
@@ -239,7 +241,9 @@ class LegacyScan:
         self.unit = unit
         self.n_read = 0
         self.flags = bytearray()
-        self.seen_pairs: set[int] = set()  # 64-bit hashes of (prompt, completion)
+        self.pairs: Duplicates | None = Duplicates()  # 64-bit hashes of (prompt, completion)
+        self.pair_rows = array("i")  # each hashed pair's index in `flags`, and its line
+        self.pair_lines = array("q")
         self.seen_completions: set[int] = set()
         self.n_dup = 0
         self.dup_lines: list[int] = []
@@ -382,20 +386,11 @@ class LegacyScan:
                     self.n_long += 1
                     if len(self.long_lines) < 5:
                         self.long_lines.append(lines[k])
-        pairs = list(map(hash, zip(prompts, completions)))
-        seen = self.seen_pairs
-        batch = set(pairs)
-        if len(batch) == len(pairs) and seen.isdisjoint(batch):
-            seen |= batch  # the common case: no duplicate in this batch
-        else:
-            for k, pair in enumerate(pairs):  # a duplicate of an earlier row (the first one is kept)
-                if pair in seen:
-                    flags[k] |= DUPLICATE
-                    self.n_dup += 1
-                    if len(self.dup_lines) < 5:
-                        self.dup_lines.append(lines[k])
-                else:
-                    seen.add(pair)
+        # duplicates are settled in `finish`, from the hashes (rows past the first are flagged)
+        first_row = len(self.flags)
+        self.pairs.add_many(map(hash, zip(prompts, completions)))
+        self.pair_rows.extend(range(first_row, first_row + len(rows)) if empty is None else (first_row + k for k in keep))
+        self.pair_lines.extend(lines)
         if empty is None:
             self.flags += flags
         else:
@@ -414,6 +409,14 @@ class LegacyScan:
     def finish(self) -> LegacyPlan:
         """Take the legacy tool's decisions; returns the plan with its findings and remedies."""
         self._scan()
+        if self.pairs is not None:
+            for k in self.pairs.repeats():  # a duplicate of an earlier row (the first one is kept)
+                self.flags[self.pair_rows[k]] |= DUPLICATE
+                self.n_dup += 1
+                if len(self.dup_lines) < 5:
+                    self.dup_lines.append(self.pair_lines[k])
+            # not needed any more: the flags say which rows are duplicates
+            self.pairs, self.pair_rows, self.pair_lines = None, array("i"), array("q")
         self.prompt_text.flush()
         self.completion_text.flush()
         unit = self.unit
@@ -484,7 +487,6 @@ class LegacyScan:
             )
 
         # 7. duplicates (keep the first of each (prompt, completion))
-        self.seen_pairs = set()  # not needed any more: the flags say which rows are duplicates
         if self.n_dup:
             lines = self.dup_lines
             f = finding(

@@ -42,7 +42,7 @@ from tunery.data.writer import Spool, dumps, output_paths, pair_lines
 
 SHAPES = ("completion", "chat", "dpo")
 TOKEN_BATCH = 512
-APPLY_BATCH = 2048  # records per pass-2 step (lists, so that the per-record work runs in C maps)
+APPLY_BATCH = 512  # records per pass-2 step (lists, so that the per-record work runs in C maps)
 MAX_LABELS = 10_000  # distinct labels tracked for stratification; beyond it, not classification
 
 _PAIR = struct.Struct("<qII")  # position, prompt bytes, completion bytes
@@ -904,10 +904,14 @@ class _Tokens:
         chosen = bytearray(len(total))
         for i in train:
             chosen[i] = 1
-        # in file order, so the lines named are the first ones
-        stats.add_columns(
-            array("i", compress(total, chosen)), array("i", compress(trained, chosen)), array("q", compress(lines, chosen))
-        )
+        # counted straight from the arrays (no copies at the run's end, where memory peaks)
+        totals = Counter(compress(total, chosen))
+        stats.add_counts(totals, Counter(compress(trained, chosen)))
+        ctx = stats.context_length
+        if ctx is not None and totals and max(totals) > ctx:
+            for t, line in zip(compress(total, chosen), compress(lines, chosen)):  # in file order
+                if t > ctx:
+                    stats.add_over_context(t, line)
         out = stats.to_dict()
         out["valid_tokens"] = sum(total[i] for i in valid)
         return out, stats.findings()

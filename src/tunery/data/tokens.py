@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import add
 from typing import Any
 
@@ -220,7 +220,7 @@ class TokenCounter:
         """Read `tokenizer.json`, the chat template and special tokens of a Hugging Face model folder."""
         from pathlib import Path
 
-        from tokenizers import Tokenizer
+        from tunery.data.tokenizer_file import load_tokenizer
 
         folder = Path(path)
         if not (folder / "tokenizer.json").is_file():
@@ -243,7 +243,7 @@ class TokenCounter:
             tool_template = (folder / "additional_chat_templates" / "tool_use.jinja").read_text(encoding="utf-8")
         model_config = _read_json(folder / "config.json")
         context = model_config.get("max_position_embeddings") or model_config.get("n_positions")
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer = load_tokenizer(folder / "tokenizer.json")
         trim_heap()  # the load's temporary structures (~40 MB for a 50k vocab) would stay resident
         return cls(
             tokenizer,
@@ -447,10 +447,20 @@ class TokenStats:
         self.tokens.add(total)
         self.trained.add(trained)
         if self.context_length is not None and total > self.context_length:
-            self.over_context += 1
-            self.truncated_tokens += total - self.context_length
-            if line is not None and len(self.over_context_lines) < 5:
-                self.over_context_lines.append(line)
+            self.add_over_context(total, line)
+
+    def add_over_context(self, total: int, line: int | None) -> None:
+        """The context part of `add`, for an example longer than the context."""
+        self.over_context += 1
+        self.truncated_tokens += total - self.context_length
+        if line is not None and len(self.over_context_lines) < 5:
+            self.over_context_lines.append(line)
+
+    def add_counts(self, totals: Mapping[int, int], trained: Mapping[int, int]) -> None:
+        """The histogram part of `add` for many examples: {value: how many examples have it}."""
+        for h, counts in ((self.tokens, totals), (self.trained, trained)):
+            for value, times in counts.items():
+                h.add(value, times)
 
     def add_many(self, counts: list[tuple[int, int]], lines: list[int] | None = None) -> None:
         if counts:
@@ -459,17 +469,12 @@ class TokenStats:
 
     def add_columns(self, totals: Sequence[int], trained: Sequence[int], lines: Sequence[int] | None = None) -> None:
         """`add` each example (the same statistics), counting repeated values once per value."""
-        for h, values in ((self.tokens, totals), (self.trained, trained)):
-            for value, times in Counter(values).items():
-                h.add(value, times)
+        self.add_counts(Counter(totals), Counter(trained))
         ctx = self.context_length
         if ctx is not None and totals and max(totals) > ctx:
             for k, total in enumerate(totals):
                 if total > ctx:
-                    self.over_context += 1
-                    self.truncated_tokens += total - ctx
-                    if lines is not None and len(self.over_context_lines) < 5:
-                        self.over_context_lines.append(lines[k])
+                    self.add_over_context(total, lines[k] if lines is not None else None)
 
     @property
     def examples(self) -> int:
