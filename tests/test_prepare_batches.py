@@ -197,3 +197,17 @@ def test_duplicates_by_bitmap_equal_a_set():
         seen.add(v)
     assert list(dups.repeats()) == expected and len(dups) == len(values)
     assert list(Duplicates().repeats()) == []
+
+
+def test_pair_spool_gives_back_every_row_in_blocks(tmp_path):
+    from tunery.data.pairs import BLOCK, PairSpool
+
+    rng = random.Random(5)
+    rows = [(i * 3 + 1, rng.choice(WORDS) * rng.randrange(3) + "\ud800" * (i % 97 == 0), rng.choice(WORDS)) for i in range(2 * BLOCK + 5)]
+    spool = PairSpool(tmp_path)
+    for position, p, c in rows:
+        spool.add(position, p, c)
+    blocks = list(spool.blocks())
+    spool.close()
+    assert [len(b) for b in blocks] == [BLOCK, BLOCK, 5]
+    assert [row for b in blocks for row in b] == [(position, (p, c)) for position, p, c in rows]

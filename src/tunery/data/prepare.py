@@ -21,8 +21,6 @@ templated rows) to `{"messages": [system?, user, assistant]}` first, and then th
 from __future__ import annotations
 
 import json
-import struct
-import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,6 +33,7 @@ from tunery.data import legacy
 from tunery.data.collect import Collector
 from tunery.data.findings import Finding, Level
 from tunery.data.memory import trim_heap
+from tunery.data.pairs import PairSpool
 from tunery.data.readers import BadRecord, DataError, Source, open_source
 from tunery.data.split import DEFAULT_SEED, split_order, valid_size
 from tunery.data.templates import Template, TemplateError, Where, build_record
@@ -45,7 +44,6 @@ TOKEN_BATCH = 512
 APPLY_BATCH = 512  # records per pass-2 step (lists, so that the per-record work runs in C maps)
 MAX_LABELS = 10_000  # distinct labels tracked for stratification; beyond it, not classification
 
-_PAIR = struct.Struct("<qII")  # position, prompt bytes, completion bytes
 
 Decide = Callable[[Finding], bool]
 Progress = Callable[[str, int, int], None]  # (stage, done bytes, total bytes)
@@ -332,8 +330,7 @@ def _run(
         tally = _Tokens(counter, check.target)
         on_tick = tick("writing")
         i = 0
-        rows = check.replay(records)
-        while batch := list(islice(rows, APPLY_BATCH)):
+        for batch in check.replay_batches(records):
             applied = check.apply_batch(i, batch)
             i += len(batch)
             spool.add_many(applied.lines)
@@ -457,6 +454,12 @@ class _Check:
         """What pass 2 iterates: the input again, by default."""
         return iter(records)
 
+    def replay_batches(self, records: _Records) -> Iterator[list[tuple[int, Any]]]:
+        """`replay` in lists of up to APPLY_BATCH rows."""
+        rows = self.replay(records)
+        while batch := list(islice(rows, APPLY_BATCH)):
+            yield batch
+
     def close(self) -> None: ...
 
     def dataset_findings(self) -> list[Finding]:
@@ -543,8 +546,7 @@ class _LegacyCheck(_Check):
         self.scan = legacy.LegacyScan(collector, unit)
         # Pass 1 keeps each row's (position, prompt, completion) in a compact temporary file, so
         # pass 2 need not parse, filter and template the input again.
-        folder.mkdir(parents=True, exist_ok=True)
-        self.pairs = tempfile.TemporaryFile(prefix=".tunery-pairs-", dir=folder)
+        self.pairs = PairSpool(folder)
         self.plan: legacy.LegacyPlan | None = None
         self.remedies = []
         self.labels_ = _Labels()
@@ -556,22 +558,24 @@ class _LegacyCheck(_Check):
     def add(self, position: int, record: dict[str, Any]) -> None:
         pair = self.scan.fields(position, record)
         if pair is not None:
-            self.scan.add(position, *pair)
-            p, c = pair[0].encode("utf-8", "surrogatepass"), pair[1].encode("utf-8", "surrogatepass")
-            self.pairs.write(_PAIR.pack(position, len(p), len(c)) + p + c)
+            self.add_pair(position, *pair)
+
+    def add_pair(self, position: int, prompt: str, completion: str) -> None:
+        """`add` for a record already known to be {"prompt": str, "completion": str}."""
+        self.scan.add(position, prompt, completion)
+        self.pairs.add(position, prompt, completion)
 
     def replay(self, records: _Records) -> Iterator[tuple[int, tuple[str, str]]]:
-        f, source = self.pairs, records.source
-        total = f.tell()
-        f.seek(0)
-        read, unpack, size, k = f.read, _PAIR.unpack, _PAIR.size, 0
-        while header := read(size):
-            position, np_, nc = unpack(header)
-            body = read(np_ + nc)
-            yield position, (body[:np_].decode("utf-8", "surrogatepass"), body[np_:].decode("utf-8", "surrogatepass"))
-            k += 1
-            if k & 2047 == 0:
-                source.bytes_read = source.size * f.tell() // max(total, 1)
+        for block in self.replay_batches(records):
+            yield from block
+
+    def replay_batches(self, records: _Records) -> Iterator[list[tuple[int, tuple[str, str]]]]:
+        pairs, source = self.pairs, records.source
+        pairs.flush()
+        total = pairs.tell()
+        for block in pairs.blocks():
+            yield block
+            source.bytes_read = source.size * pairs.tell() // max(total, 1)
 
     def close(self) -> None:
         self.pairs.close()
