@@ -211,3 +211,28 @@ def test_pair_spool_gives_back_every_row_in_blocks(tmp_path):
     spool.close()
     assert [len(b) for b in blocks] == [BLOCK, BLOCK, 5]
     assert [row for b in blocks for row in b] == [(position, (p, c)) for position, p, c in rows]
+
+
+def test_templated_csv_rows_give_the_records_the_generic_path_gives(tmp_path):
+    """CSV rows templated straight from lists equal the dict-per-row path (taken with --where)."""
+    import csv as csv_module
+    import json
+
+    from tunery.data.prepare import PrepareOptions, prepare
+
+    src = tmp_path / "data.csv"
+    rng = random.Random(6)
+    with open(src, "w", newline="", encoding="utf-8") as f:
+        w = csv_module.writer(f)
+        w.writerow(["a", "b", "a", "label"])  # a repeated name: the last one wins in a dict
+        for i in range(1500):
+            row = [rng.choice(WORDS) + str(i), rng.choice(WORDS), f"second {i % 40}", rng.choice(["pos", "neg", "", "neu"])]
+            w.writerow(row[: rng.choice([2, 3, 4, 4, 4])])  # short rows are padded with ""
+    for prompt, completion in (("{a}", "{label}"), ("Q: {b}\\n{a}!", " {label} {b}"), ("{b}", "{b}")):
+        results = []
+        for where in (None, "label == label"):
+            out = tmp_path / f"out{len(results)}"
+            report = prepare(PrepareOptions(path=src, prompt=prompt, completion=completion, where=where, out_dir=out, split=False))
+            written = [json.loads(line) for p in report.outputs for line in open(p, encoding="utf-8")]
+            results.append(([f.to_dict() for f in report.findings], report.n_read, written))
+        assert results[0] == results[1]

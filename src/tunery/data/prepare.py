@@ -187,6 +187,31 @@ class _Records:
             yield position, record
 
 
+    def pairs(self) -> Iterator[tuple[int, str, str]] | None:
+        """`(position, prompt, completion)` straight from CSV/TSV rows when iterating would only
+        template them into `{"prompt", "completion"}` records (no --where, no --to chat); else None."""
+        rows = None
+        if self.templated and self.where is None and (self.options.to or "completion") == "completion":
+            rows = self.source.rows()
+        return None if rows is None else self._pairs(rows)
+
+    def _pairs(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, str, str]]:
+        self.filtered = 0
+        prompt = completion = None
+        for position, row in rows:
+            if completion is None:  # the first row: the columns are known, as in `__iter__`
+                columns = self.source.header
+                for t in (self.prompt, self.completion):
+                    if t is not None:
+                        try:
+                            t.check_columns(columns)
+                        except TemplateError as exc:
+                            raise UsageError(str(exc)) from None
+                prompt = self.prompt.row_renderer(columns) if self.prompt is not None else (lambda row: "")
+                completion = self.completion.row_renderer(columns)
+            yield position, prompt(row), completion(row)
+
+
 def _to_chat(record: dict[str, Any], system: str | None) -> dict[str, Any]:
     """A prompt/completion record as a single-turn chat example."""
     messages = [{"role": "system", "content": system}] if system else []
@@ -261,7 +286,21 @@ def _run(
     shape, first_line, check = None, None, None
     n = 0
     on_tick = tick("checking")
-    for position, record in records:
+    pairs = records.pairs()
+    if pairs is not None:  # table rows templated into prompt/completion: no record dicts
+        for position, prompt, completion in pairs:
+            n += 1
+            if not n & 2047:
+                if on_tick is not None:
+                    on_tick()
+                if not n & 8191:
+                    trim_heap()
+            if check is None:
+                shape, first_line = "completion", position
+                check = records.check = _checker("completion", shape, source.unit, collector, options.system, out_dir)
+                check.scan.seen_prompt_key = check.scan.seen_completion_key = True
+            check.add_pair(position, prompt, completion)
+    for position, record in records if pairs is None else ():
         n += 1
         if not n & 2047:
             if on_tick is not None:

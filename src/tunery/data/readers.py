@@ -61,6 +61,7 @@ class Source:
     size: int  # bytes on disk, for progress bars
     notes: list[Finding] = field(default_factory=list)  # e.g. "XLSX has more than one sheet"
     bytes_read: int = 0  # advanced while iterating (approximate for XLSX/Parquet)
+    header: list[str] = field(default_factory=list)  # a table's column names, once read
 
     @property
     def unit(self) -> str:
@@ -207,7 +208,15 @@ class Source:
             for number, text in self._lines(f):
                 yield number, {"prompt": "", "completion": text}
 
-    def _read_csv(self, delimiter: str = ",") -> Iterator[tuple[int, Any]]:
+    def rows(self) -> Iterator[tuple[int, list[str]]] | None:
+        """CSV/TSV rows as lists (padded to the header, whose names are then in `self.header`),
+        without a dict per row; None for the other formats."""
+        if self.format not in ("csv", "tsv"):
+            return None
+        self.bytes_read = 0
+        return self._read_csv("," if self.format == "csv" else "\t", as_lists=True)
+
+    def _read_csv(self, delimiter: str = ",", as_lists: bool = False) -> Iterator[tuple[int, Any]]:
         # The csv module reads the decoded stream directly (fast); on a decoding error the file is
         # scanned again, in binary, to name the line.
         with open(self.path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
@@ -218,6 +227,7 @@ class Source:
                 if header is None:
                     return
                 header = [h.strip() for h in header]
+                self.header = header
                 width = len(header)
                 for row in reader:
                     if not row:
@@ -227,7 +237,7 @@ class Source:
                         self.bytes_read = raw.tell()
                     if len(row) < width:
                         row = row + [""] * (width - len(row))
-                    yield row_number, dict(zip(header, row))
+                    yield row_number, (row if as_lists else dict(zip(header, row)))
             except UnicodeDecodeError:
                 self._raise_bad_utf8()
             except csv.Error as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import string
+from operator import itemgetter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,6 +59,20 @@ class Template:
 
     def render(self, row: dict[str, Any]) -> str:
         return self.text.format_map(row if isinstance(row, _Row) else _Row.of(row))
+
+    def row_renderer(self, columns: list[str]) -> Callable[[list[str]], str]:
+        """`render` for rows given as lists of strings in `columns` order (CSV rows).
+
+        A template that is one bare field is just that cell: `"{x}".format_map(row)` of a string
+        is the string itself; the last column of a repeated name wins, as in `dict(zip(...))`.
+        """
+        parsed = list(string.Formatter().parse(self.text))
+        if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][2] == "" and parsed[0][3] is None:
+            name = parsed[0][1]
+            if name in columns:
+                return itemgetter(len(columns) - 1 - columns[::-1].index(name))
+        text = self.text
+        return lambda row: text.format_map(_Row(zip(columns, row)))
 
 
 class _Row(dict):
