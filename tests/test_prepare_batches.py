@@ -236,3 +236,16 @@ def test_templated_csv_rows_give_the_records_the_generic_path_gives(tmp_path):
             written = [json.loads(line) for p in report.outputs for line in open(p, encoding="utf-8")]
             results.append(([f.to_dict() for f in report.findings], report.n_read, written))
         assert results[0] == results[1]
+
+
+def test_letter_case_counts_cover_every_character():
+    rng = random.Random(7)
+    alphabet = ["a", "Z", "é", "É", "ß", "Σ", "σ", "日", "1", " ", "ǅ", "Ⅻ", "😀", "\ud800"]
+    strings = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(30))) for _ in range(700)]
+    text = legacy._Text([])
+    for s in strings:
+        text.add(s)
+    text.flush()
+    joined = "".join(strings)  # the legacy tool's own test, character by character
+    assert text.upper == sum(1 for c in joined if c.isupper() and c.isalpha())
+    assert text.lower == sum(1 for c in joined if c.islower() and c.isalpha())

@@ -14,7 +14,6 @@ the recommended remedies are then applied one after the other.
 
 from __future__ import annotations
 
-import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ CLASSIFICATION = "classification"
 CONDITIONAL = "conditional generation"
 
 _BATCH = 512  # rows per scan step: C-level maps over lists, little memory held
-_ASCII_RUNS = re.compile(r"[\x00-\x7f]+")
+_ASCII = bytes(range(128))
 _UPPER = bytes(range(65, 91))
 _LOWER = bytes(range(97, 123))
 _NOT_UPPER = bytes(b for b in range(256) if b not in _UPPER)
@@ -146,7 +145,9 @@ class _Text:
         self.upper += len(b.translate(None, _NOT_UPPER))
         self.lower += len(b.translate(None, _NOT_LOWER))
         if not text.isascii():  # the few other characters, with the legacy tool's exact test
-            rest = _ASCII_RUNS.sub("", text)
+            # UTF-8 spells every non-ASCII character with bytes >= 0x80 only: dropping the ASCII
+            # bytes leaves exactly those characters' encodings
+            rest = b.translate(None, _ASCII).decode("utf-8", "surrogatepass")
             self.upper += sum(1 for c in rest if c.isupper() and c.isalpha())
             self.lower += sum(1 for c in rest if c.islower() and c.isalpha())
 
