@@ -139,7 +139,13 @@ class _Text:
         text = "\x00".join(self.batch)
         self.batch = []
         if self.absent:
-            self.absent = [c for c in self.absent if c not in text]
+            # a candidate's first two characters are searched once for all candidates sharing them
+            # (the "\n\n..." separators): text without them holds none of those candidates
+            heads: dict[str, bool] = {}
+            self.absent = [
+                c for c in self.absent
+                if not heads.setdefault(c[:2], c[:2] in text) or c not in text
+            ]  # fmt: skip
         # ASCII letters: count bytes in C (UTF-8 bytes of other characters are all >= 0x80).
         b = text.encode("utf-8", "surrogatepass")
         self.upper += len(b.translate(None, _NOT_UPPER))

@@ -663,8 +663,8 @@ class _LegacyCheck(_Check):
             ("completion", completions, plan.common_completion_suffix),
         ):
             if suffix:
-                cut = -len(suffix)
-                hits = [position for position, value in zip(positions, values) if suffix in value[:cut]]
+                cut = len(suffix)  # `suffix in value[:-cut]`, without copying the value
+                hits = [position for position, value in zip(positions, values) if value.find(suffix, 0, len(value) - cut) >= 0]
                 if hits:
                     seen = self.repeated[name]
                     seen[0] += len(hits)
