@@ -362,6 +362,12 @@ class LegacyScan:
         if len(pending) >= _BATCH:
             self._scan()
 
+    def add_many(self, lines: list[int], prompts: list[str], completions: list[str]) -> None:
+        """`add` for each row of three columns."""
+        self._scan()
+        self._pending = list(zip(lines, prompts, completions))
+        self._scan()
+
     def _scan(self) -> None:
         rows, self._pending = self._pending, []
         if not rows:

@@ -31,6 +31,12 @@ class PairSpool:
         if len(self.positions) >= BLOCK:
             self.flush()
 
+    def add_many(self, positions: list[int], prompts: list[str], completions: list[str]) -> None:
+        self.flush()
+        self.positions.extend(positions)
+        self.texts = [t for pair in zip(prompts, completions) for t in pair]
+        self.flush()
+
     def flush(self) -> None:
         if not self.positions:
             return

@@ -187,18 +187,19 @@ class _Records:
             yield position, record
 
 
-    def pairs(self) -> Iterator[tuple[int, str, str]] | None:
-        """`(position, prompt, completion)` straight from CSV/TSV rows when iterating would only
-        template them into `{"prompt", "completion"}` records (no --where, no --to chat); else None."""
+    def pairs(self) -> Iterator[tuple[list[int], list[str], list[str]]] | None:
+        """Blocks of (positions, prompts, completions) straight from CSV/TSV rows when iterating
+        would only template them into `{"prompt", "completion"}` records (no --where, no --to
+        chat); else None."""
         rows = None
         if self.templated and self.where is None and (self.options.to or "completion") == "completion":
             rows = self.source.rows()
         return None if rows is None else self._pairs(rows)
 
-    def _pairs(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, str, str]]:
+    def _pairs(self, rows: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[list[int], list[str], list[str]]]:
         self.filtered = 0
         prompt = completion = None
-        for position, row in rows:
+        while block := list(islice(rows, APPLY_BATCH)):
             if completion is None:  # the first row: the columns are known, as in `__iter__`
                 columns = self.source.header
                 for t in (self.prompt, self.completion):
@@ -209,7 +210,8 @@ class _Records:
                             raise UsageError(str(exc)) from None
                 prompt = self.prompt.row_renderer(columns) if self.prompt is not None else (lambda row: "")
                 completion = self.completion.row_renderer(columns)
-            yield position, prompt(row), completion(row)
+            positions, cells = zip(*block)
+            yield list(positions), list(map(prompt, cells)), list(map(completion, cells))
 
 
 def _to_chat(record: dict[str, Any], system: str | None) -> dict[str, Any]:
@@ -288,18 +290,16 @@ def _run(
     on_tick = tick("checking")
     pairs = records.pairs()
     if pairs is not None:  # table rows templated into prompt/completion: no record dicts
-        for position, prompt, completion in pairs:
-            n += 1
-            if not n & 2047:
-                if on_tick is not None:
-                    on_tick()
-                if not n & 8191:
-                    trim_heap()
+        for positions, prompts, completions in pairs:
+            n += len(positions)
             if check is None:
-                shape, first_line = "completion", position
+                shape, first_line = "completion", positions[0]
                 check = records.check = _checker("completion", shape, source.unit, collector, options.system, out_dir)
                 check.scan.seen_prompt_key = check.scan.seen_completion_key = True
-            check.add_pair(position, prompt, completion)
+            check.add_pairs(positions, prompts, completions)
+            trim_heap()  # as below
+            if on_tick is not None:
+                on_tick()
     for position, record in records if pairs is None else ():
         n += 1
         if not n & 2047:
@@ -599,8 +599,12 @@ class _LegacyCheck(_Check):
         if pair is not None:
             self.add_pair(position, *pair)
 
+    def add_pairs(self, positions: list[int], prompts: list[str], completions: list[str]) -> None:
+        """`add` for records already known to be {"prompt": str, "completion": str}."""
+        self.scan.add_many(positions, prompts, completions)
+        self.pairs.add_many(positions, prompts, completions)
+
     def add_pair(self, position: int, prompt: str, completion: str) -> None:
-        """`add` for a record already known to be {"prompt": str, "completion": str}."""
         self.scan.add(position, prompt, completion)
         self.pairs.add(position, prompt, completion)
 
