@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from tunery.train.config import DEFAULT_LORA_TARGETS
+
 HP_HELP = "'auto' (OpenAI's rule) or a number"
 
 
@@ -37,7 +39,7 @@ def train(
     lora_rank: int = typer.Option(16, "--lora-rank"),
     lora_alpha: int = typer.Option(32, "--lora-alpha"),
     lora_dropout: float = typer.Option(0.0, "--lora-dropout"),
-    lora_targets: str = typer.Option("q_proj,k_proj,v_proj,o_proj", "--lora-targets", help="Comma-separated module names."),
+    lora_targets: str = typer.Option(",".join(DEFAULT_LORA_TARGETS), "--lora-targets", help="Comma-separated module names (default: every attention and MLP projection)."),
     prompt_loss_weight: float = typer.Option(0.01, "--prompt-loss-weight", help="Legacy prompt/completion: weight of prompt tokens."),
     max_length: int | None = typer.Option(None, "--max-length", help="Truncate examples to this many tokens (default: the model's context)."),
     packing: bool = typer.Option(True, "--packing/--no-packing", help="Pack examples into rows (padding-free) or pad length-sorted batches."),
