@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 
 import pytest
 import torch
 
 from serve_fixtures import random_lora, save_base, tiny_llama, tiny_tokenizer
-from tunery.serve.engine import Engine
+from tunery.serve.engine import MIN_SHARED_PREFIX, Engine
 from tunery.serve.registry import ModelRegistry, ModelSource
 from tunery.serve.sampling import SamplingParams
 
@@ -95,6 +96,47 @@ def test_requests_waiting_together_are_prefilled_in_one_forward_with_the_same_to
     longest = max(len(p) for p, _, _ in jobs)
     assert shapes[0] == (len(jobs), longest)  # one left-padded prefill for the whole wave
     assert all(s[1] == 1 for s in shapes[1:])  # then decoding steps only
+
+
+def queued_wave(engine, tok, jobs):
+    """Submit every job while the engine waits (one prefill wave); returns (gens, forward input shapes)."""
+    shapes = []
+    forward = engine._forward
+    engine._forward = lambda ids, *a, **kw: shapes.append(tuple(ids.shape)) or forward(ids, *a, **kw)
+    try:
+        with engine.lock:
+            gens = [engine.submit(p, sp, tok, a, callback=lambda e: None) for p, sp, a in jobs]
+        deadline = time.time() + 60
+        while any(g.finish_reason is None for g in gens) and time.time() < deadline:
+            time.sleep(0.01)
+    finally:
+        del engine._forward
+    return gens, shapes
+
+
+SYSTEM = "You are a careful assistant. Classify the sentiment of the review below with one digit from zero to four. "
+
+
+def test_a_prefix_the_whole_wave_shares_is_computed_once_with_the_same_tokens(engine, tok):
+    texts = [SYSTEM + t for t in PROMPTS]
+    jobs = [(ids(tok, t), greedy(5 + 2 * i), None) for i, t in enumerate(texts)]
+    shared = len(os.path.commonprefix([p for p, _, _ in jobs]))
+    assert shared >= MIN_SHARED_PREFIX
+    alone = [token_ids(engine.generate(p, sp, tok)) for p, sp, _ in jobs]
+    gens, shapes = queued_wave(engine, tok, jobs)
+    assert [g.generated for g in gens] == alone
+    assert shapes[0] == (1, shared)  # the shared prefix, once
+    assert shapes[1] == (len(jobs), max(len(p) for p, _, _ in jobs) - shared)  # then each prompt's own tokens
+    assert all(s[1] == 1 for s in shapes[2:])
+
+
+def test_a_prompt_that_is_the_shared_prefix_itself_keeps_its_last_token(engine, tok):
+    base = ids(tok, SYSTEM)
+    jobs = [(base, greedy(6), None), (base + ids(tok, " great film"), greedy(6), None), (base, greedy(4), None)]
+    alone = [token_ids(engine.generate(p, sp, tok)) for p, sp, _ in jobs]
+    gens, shapes = queued_wave(engine, tok, jobs)
+    assert [g.generated for g in gens] == alone
+    assert shapes[0] == (1, len(base) - 1)
 
 
 def test_max_tokens_gives_length_and_stop_string_gives_stop(engine, tok):
@@ -219,6 +261,29 @@ def test_mixed_adapters_in_one_batch_match_each_alone(folders, tok):
         jobs = [(p, greedy(12), name) for name in order]
         got = asyncio.run(together(a.engine, tok, jobs, delay_last=0.01))
         assert [token_ids(c) for c in got] == [expected[name] for name in order]
+    finally:
+        reg.close()
+
+
+def test_a_shared_prefix_is_shared_only_by_rows_of_the_same_adapter(folders, tok):
+    base, loras = folders
+    reg = ModelRegistry(budget_bytes=10**9)
+    try:
+        a = reg.get(ModelSource("ft:a", "adapter", loras[0], base_path=base))
+        b = reg.get(ModelSource("ft:b", "adapter", loras[1], base_path=base))
+        prompts = [ids(tok, SYSTEM + t) for t in PROMPTS[:3]]
+        same = [(p, greedy(8), a.adapter) for p in prompts]
+        gens, shapes = queued_wave(a.engine, tok, same)
+        assert [g.generated for g in gens] == [peft_greedy(base, loras[0], p, 8) for p in prompts]
+        assert shapes[0][0] == 1  # one adapter: the prefix ran once
+        mixed = [(prompts[0], greedy(8), a.adapter), (prompts[1], greedy(8), b.adapter), (prompts[2], greedy(8), None)]
+        gens, shapes = queued_wave(a.engine, tok, mixed)
+        from transformers import AutoModelForCausalLM
+
+        expected = [peft_greedy(base, loras[0], prompts[0], 8), peft_greedy(base, loras[1], prompts[1], 8),
+                    hf_greedy(AutoModelForCausalLM.from_pretrained(base), prompts[2], 8)]
+        assert [g.generated for g in gens] == expected
+        assert shapes[0][0] == 3  # adapters differ: no shared prefix, one padded prefill
     finally:
         reg.close()
 

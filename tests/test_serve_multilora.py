@@ -97,3 +97,27 @@ def test_unsupported_adapters_fall_back_to_peft():
     assert MultiLoRA().sync(model) is False
     model = _tiny_peft({"mts": dict(r=4, target_modules=["q_proj"], modules_to_save=["lm_head"])})
     assert MultiLoRA().sync(model) is False
+
+
+@pytest.mark.parametrize("configs", [CONFIGS, {"dora": dict(r=4, target_modules=["q_proj"], use_dora=True),
+                                                "dorb": dict(r=2, target_modules=["v_proj"], use_dora=True)}])
+def test_engine_scoring_applies_one_adapter_to_every_row(configs):
+    """Teacher-forced scoring (eval losses) sees the same weights as generation: the batched step
+    where it applies, peft's active adapter (restored afterwards) where it does not."""
+    from tunery.serve.engine import Engine
+
+    model = _tiny_peft(configs)
+    ids = torch.randint(0, 101, (3, 7))
+    adapters = [*configs, None]
+    with torch.no_grad():
+        expected = [_alone(model, ids, a) for a in adapters]
+    model.set_adapter(adapters[0])
+    engine = Engine(model, stop_token_ids=set())
+    try:
+        for adapter, want in zip(adapters, expected):
+            with engine.scoring(adapter) as m:
+                got = m(input_ids=ids).logits
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+            assert model.active_adapter == adapters[0]  # peft's active adapter is restored
+    finally:
+        engine.close()

@@ -7,9 +7,10 @@ text, as `/v1/completions` tokenizes them.
 
 The reference loss is teacher-forced: the example (prompt + reference) is tokenized exactly as the
 trainer tokenizes training data, with only the reference's tokens weighted (for a chat, the final
-assistant message and its end-of-turn token), and scored with one forward pass of the same
-weights (and adapter). The loss is the token-weighted mean, as the trainer's `valid_loss` is;
-perplexity is its exponential.
+assistant message and its end-of-turn token), and scored by the same weights (and adapter),
+packed as the trainer packs validation data: several examples per forward, a prefix they all
+share (system prompt, few-shot examples) computed once per row. The loss is the token-weighted
+mean, as the trainer's `valid_loss` is; perplexity is its exponential.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from tunery.eval.fewshot import few_shot_prompt
 from tunery.eval.scoring import score_answers
 from tunery.eval.tasks import Task
 from tunery.serve.chat import ChatError, render_chat
-from tunery.serve.engine import BASE_ADAPTER
 from tunery.serve.registry import Served
 from tunery.serve.sampling import SamplingParams
 
 Progress = Callable[[int], None]  # called with the number of examples just finished
+LOSS_TOKENS = 4096  # tokens per teacher-forced forward (packed rows)
+LOSS_CHUNK = 128  # examples packed together between two progress reports
 
 
 def prompt_ids(served: Served, example: Example, shots: Sequence[Example] = ()) -> list[int]:
@@ -100,29 +102,17 @@ def _record(example: Example, shots: Sequence[Example], reference: str):
     return Record(example.line, "completion", {"prompt": prompt, "completion": reference})
 
 
-def _nll(served: Served, tok, record) -> tuple[float, float]:
-    """(weighted sum of the reference tokens' negative log-likelihoods, sum of weights), one forward pass."""
-    import torch
-    import torch.nn.functional as F
+def _nll(served: Served, tok, records: Sequence) -> tuple[float, float]:
+    """(weighted sum of the reference tokens' negative log-likelihoods, sum of weights) of `records`."""
+    from tunery.train.modeling import micro_batch_loss
+    from tunery.train.packing import micro_batches
 
-    encoded = tok.encode(record)
-    positions = [j for j, w in enumerate(encoded.weights) if j > 0 and w > 0]
-    if not positions:
-        return 0.0, 0.0
-    engine = served.engine
-    with engine.lock, torch.inference_mode():  # between two engine steps, on the same weights and adapter
-        model = engine.model
-        device = next(model.parameters()).device
-        ids = torch.tensor([encoded.input_ids], device=device)
-        keep = len(encoded.input_ids) - positions[0] + 1  # logits of the last `keep` positions
-        kwargs = {"adapter_names": [served.adapter or BASE_ADAPTER]} if hasattr(model, "peft_config") else {}
-        logits = model(input_ids=ids, use_cache=False, logits_to_keep=keep, **kwargs).logits[0].float().cpu()
-    offset = len(encoded.input_ids) - keep  # logits[k] predicts token offset + k + 1
-    rows = torch.tensor([p - 1 - offset for p in positions])
-    targets = torch.tensor([encoded.input_ids[p] for p in positions])
-    weights = torch.tensor([encoded.weights[p] for p in positions])
-    losses = F.cross_entropy(logits[rows], targets, reduction="none")
-    return float((losses * weights).sum()), float(weights.sum())
+    total = weight = 0.0
+    for mb in micro_batches([tok.encode(r) for r in records], LOSS_TOKENS, packed=True, pad_id=0):
+        with served.engine.scoring(served.adapter) as model:  # between two engine steps, same weights
+            loss, _ = micro_batch_loss(model, mb.to(served.engine.device))
+        total, weight = total + float(loss), weight + mb.weight
+    return total, weight
 
 
 def _tokenizer(served: Served):
@@ -135,11 +125,12 @@ def reference_loss(served: Served, examples: Sequence[Example], shots: Sequence[
     """Teacher-forced loss and perplexity of the references given their prompts (with the shots)."""
     tok = _tokenizer(served)
     total = weight = 0.0
-    for example in examples:
-        s, w = _nll(served, tok, _record(example, shots, example.reference))
+    for start in range(0, len(examples), LOSS_CHUNK):
+        chunk = examples[start : start + LOSS_CHUNK]
+        s, w = _nll(served, tok, [_record(e, shots, e.reference) for e in chunk])
         total, weight = total + s, weight + w
         if progress is not None:
-            progress(1)
+            progress(len(chunk))
     if not weight:
         return {"loss": None, "perplexity": None}
     loss = total / weight
@@ -150,7 +141,7 @@ def label_probabilities(served: Served, example: Example, answers: Sequence[str]
     """P(answer | prompt) for each candidate answer (written as in the references, e.g. " 1"),
     normalized over the candidates: the model's scores for AUROC/AUPRC."""
     tok = _tokenizer(served)
-    logps = [-_nll(served, tok, _record(example, (), a))[0] for a in answers]
+    logps = [-_nll(served, tok, [_record(example, (), a)])[0] for a in answers]
     top = max(logps)
     weights = [math.exp(lp - top) for lp in logps]
     return [w / sum(weights) for w in weights]

@@ -2,7 +2,8 @@
 
 A background thread owns the model. Between two decoding steps it admits waiting requests
 (prefilling them together in one left-padded forward and merging their KV cache into the running
-batch), then runs one step for every running sequence at once, samples each row with its own
+batch; a prompt prefix the whole wave shares, such as a system prompt or few-shot examples, is
+computed once and its keys/values shared by every row), then runs one step for every running sequence at once, samples each row with its own
 parameters, and drops the rows that finished or were cancelled. Rows may use different LoRA adapters of the same base: the batched
 multi-LoRA step (`multilora.py`) applies each row's adapter inside one forward pass.
 
@@ -29,6 +30,7 @@ from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, s
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 MAX_PREFILL_TOKENS = 4096  # padded prompt tokens in one prefill forward (bounds its memory and stall)
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate forward
 
 
 @dataclass
@@ -164,6 +166,32 @@ class Engine:
             if g.adapter == adapter:
                 g.cancel()
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @contextlib.contextmanager
+    def scoring(self, adapter: str | None):
+        """The model with `adapter` (None: the base) on every row, between two steps (the engine
+        waits): for teacher-forced scoring with the served weights outside generation."""
+        with self.lock, torch.inference_mode():
+            model = self.model
+            if not hasattr(model, "peft_config"):
+                yield model
+            elif self._lora.sync(model):
+                with self._lora.rows([adapter], self.device):  # one row's mask broadcasts over the batch
+                    yield model
+            elif adapter is None:
+                with model.disable_adapter():
+                    yield model
+            else:
+                previous = model.active_adapter
+                model.set_adapter(adapter)
+                try:
+                    yield model
+                finally:
+                    model.set_adapter(previous)
+
     def close(self) -> None:
         with self._wake:
             self._closed = True
@@ -194,18 +222,23 @@ class Engine:
         """Prefill every waiting request that fits: one padded forward for all of them, so the
         running rows stall once per wave of arrivals rather than once per request."""
         wave: list[Generation] = []
+        shared = 0  # the wave's common prompt prefix (0 when its adapters differ)
         while self._pending and len(self._running) + len(wave) < self.max_batch_size:
             with self._wake:
                 gen = self._pending[0]
-                longest = max([len(gen.prompt_ids), *(len(g.prompt_ids) for g in wave)])
-                if wave and longest * (len(wave) + 1) > MAX_PREFILL_TOKENS:
-                    break  # the rest waits for the next wave (bounded memory and stall)
+                if wave:
+                    now_shared = _common_prefix(wave[0], gen, shared)
+                    longest = max([len(gen.prompt_ids), *(len(g.prompt_ids) for g in wave)])
+                    saved = now_shared if now_shared >= MIN_SHARED_PREFIX else 0
+                    if saved + (len(wave) + 1) * (longest - saved) > MAX_PREFILL_TOKENS:
+                        break  # the rest waits for the next wave (bounded memory and stall)
                 self._pending.popleft()
             if gen.cancelled.is_set():
                 self._finish(gen, "cancelled")
             elif gen.params.prompt_logprobs is not None:  # scores every prompt position: alone
                 self._prefill([gen])
             else:
+                shared = now_shared if wave else len(gen.prompt_ids) - 1
                 wave.append(gen)
         if wave:
             self._prefill(wave)
@@ -225,31 +258,22 @@ class Engine:
             )
         return out.logits if all_positions else out.logits[:, -1, :]
 
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def _prefill(self, gens: list[Generation]) -> None:
         """One forward over `gens`' prompts, left-padded to the longest (the batch cache's layout),
         then their first tokens. A failure fails only the request that causes it."""
         try:
-            device = self._device()
-            longest = max(len(g.prompt_ids) for g in gens)
-            ids = torch.zeros(len(gens), longest, dtype=torch.long)
-            mask = torch.zeros(len(gens), longest, dtype=torch.long)
-            for row, g in enumerate(gens):
-                ids[row, longest - len(g.prompt_ids):] = torch.tensor(g.prompt_ids)
-                mask[row, longest - len(g.prompt_ids):] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-            cache = BatchCache.new_single()
-            adapters = [g.adapter for g in gens]
             if gens[0].params.prompt_logprobs is not None:  # alone (see _admit): no padding
                 gen = gens[0]
-                logits = self._forward(ids, mask, positions, cache, adapters, all_positions=True)[0]
+                ids = torch.tensor([gen.prompt_ids], device=self.device)
+                cache, mask = BatchCache.new_single(), torch.ones_like(ids)
+                logits = self._forward(ids, mask, mask.cumsum(dim=1) - 1, cache, [gen.adapter], all_positions=True)[0]
                 gen.prompt_logprobs = score_prompt(logits[:-1], gen.prompt_ids, gen.params.prompt_logprobs)
                 logits = logits[-1:]
             else:
-                logits = self._forward(ids, mask, positions, cache, adapters)
+                shared = len(gens[0].prompt_ids) - 1 if len(gens) > 1 else 0
+                for g in gens[1:]:
+                    shared = _common_prefix(gens[0], g, shared)
+                logits, cache, mask = self._prefill_rows(gens, shared if shared >= MIN_SHARED_PREFIX else 0)
             choices = sample_batch(logits, gens)
         except Exception as exc:
             if len(gens) > 1:  # find the culprit: the others still get served
@@ -265,11 +289,37 @@ class Engine:
             gen.first_token_at = now
             self._accept(gen, choice)
 
+    def _prefill_rows(self, gens: list[Generation], shared: int):
+        """(last-position logits, cache, mask) of `gens`' prompts. The first `shared` tokens, common
+        to every prompt (and the same adapter), run once; each row's keys/values for them are
+        views of that one copy, and its own tokens follow, left-padded to the longest:
+        `[shared prefix][padding][own tokens]`, the mask marking the padding."""
+        device = self.device
+        adapters = [g.adapter for g in gens]
+        cache = BatchCache.new_single()
+        if shared:
+            head = torch.tensor([gens[0].prompt_ids[:shared]], device=device)
+            self._forward(head, torch.ones_like(head), torch.arange(shared, device=device)[None], cache, adapters[:1])
+            for layer in cache.layers:  # views, not copies: the next forward's cat makes the rows
+                layer.keys = layer.keys.expand(len(gens), -1, -1, -1)
+                layer.values = layer.values.expand(len(gens), -1, -1, -1)
+        tails = [g.prompt_ids[shared:] for g in gens]
+        longest = max(len(t) for t in tails)
+        ids = torch.zeros(len(gens), longest, dtype=torch.long)
+        own = torch.zeros(len(gens), longest, dtype=torch.long)
+        for row, tail in enumerate(tails):
+            ids[row, longest - len(tail):] = torch.tensor(tail)
+            own[row, longest - len(tail):] = 1
+        positions = (shared + own.cumsum(dim=1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones(len(gens), shared, dtype=torch.long), own], dim=1)
+        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        return self._forward(ids, mask, positions, cache, adapters), cache, mask
+
     def _decode_step(self) -> None:
         self._drop_finished()  # cancelled rows leave before the step, not after
         if not self._running:
             return
-        device = self._device()
+        device = self.device
         rows = self._running
         ids = torch.tensor([[g.generated[-1]] for g in rows], device=device)
         positions = torch.tensor([[len(g.prompt_ids) + len(g.generated) - 1] for g in rows], device=device)
@@ -316,3 +366,17 @@ class Engine:
     def _fail(self, gen: Generation, exc: Exception) -> None:
         gen.finish_reason = "error"
         gen._emit(Event("", [], "error", error=f"{type(exc).__name__}: {exc}"))
+
+
+def _common_prefix(first: Generation, gen: Generation, limit: int) -> int:
+    """How many leading prompt tokens (at most `limit`) `gen` shares with `first`; 0 when their
+    adapters differ (a prefix's keys/values depend on the adapter). Each prompt keeps at least its
+    last token, whose logits start its answer."""
+    if gen.adapter != first.adapter:
+        return 0
+    limit = min(limit, len(gen.prompt_ids) - 1, len(first.prompt_ids) - 1)
+    a, b = first.prompt_ids, gen.prompt_ids
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
