@@ -1,0 +1,51 @@
+"""examples/sentiment/sentiment.py end to end against a real `tunery serve` (packaged SmolLM2):
+prepare, upload, a two-step job, the three-way evaluation; then `--job` re-evaluates that job."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from api_support import ServerProcess, create_key, server_env
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "sentiment" / "sentiment.py"
+SST5 = ROOT.parent / "shared" / "data" / "sst5"
+
+
+def run_script(server: ServerProcess, key: str, work: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**server_env(server.home), "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": key, "COLUMNS": "200"}
+    env.pop("OPENAI_ORG_ID", None)
+    return subprocess.run([sys.executable, str(SCRIPT), "--work", str(work), "--dev-limit", "6", "--few-shot", "2", *args],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SST5.is_dir(), reason="needs ../shared/data/sst5")
+def test_sentiment_case_study_runs_end_to_end_and_reuses_a_job(tmp_path):
+    home = tmp_path / "home"
+    key = create_key(home)
+    server = ServerProcess(home).start(timeout=120)
+    try:
+        out = run_script(server, key, tmp_path / "run", "--train-limit", "24", "--max-steps", "2", "--batch-size", "8")
+        assert out.returncode == 0, out.stdout + out.stderr
+        results = json.loads((tmp_path / "run" / "results.json").read_text())
+        job = results["job"]
+        assert job["status"] == "succeeded" and job["fine_tuned_model"].startswith("ft:")
+        runs = {(r["model"], r["few_shot"]) for r in results["evaluation"]["results"]}
+        assert runs == {("SmolLM2-135M-Instruct", 0), ("SmolLM2-135M-Instruct", 2), (job["fine_tuned_model"], 0)}
+        assert all(r["n"] == 6 and 0 <= r["accuracy"] <= 1 and r["loss"] > 0 for r in results["evaluation"]["results"])
+        assert "<html" in (tmp_path / "run" / "report.html").read_text().lower()
+        assert "Majority class share" in out.stdout
+
+        again = run_script(server, key, tmp_path / "again", "--job", job["id"])
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"reusing {job['id']}" in again.stdout and "1. tunery prepare" not in again.stdout
+        reused = json.loads((tmp_path / "again" / "results.json").read_text())
+        assert [r["accuracy"] for r in reused["evaluation"]["results"]] == [r["accuracy"] for r in results["evaluation"]["results"]]
+
+        missing = run_script(server, key, tmp_path / "missing", "--job", "ftjob-doesnotexist")
+        assert missing.returncode == 1 and missing.stderr.startswith("--job ftjob-doesnotexist:") and "Traceback" not in missing.stderr
+    finally:
+        server.stop()
