@@ -322,7 +322,7 @@ def _render(report, out, notes: list[str], asked: list[str]) -> None:
         costs = ", ".join(f"{m} ${usd:,.2f}" for m, usd in est["cost_usd"].items())
         out.print(f"OpenAI would bill (published training prices): {costs}")
         speed = est["tokens_per_second"]
-        basis = "a conservative CPU default" if est["tokens_per_second_is_default"] else "measured"
+        basis = "measured for SmolLM2-135M LoRA on a 2-core CPU; larger models are slower" if est["tokens_per_second_is_default"] else "measured here"
         out.print(f"Local training: about {_duration(est['compute_seconds'])} at {speed:,.0f} tokens/s ({basis})")
 
     if not report.outputs:
