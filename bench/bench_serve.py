@@ -8,8 +8,10 @@ Tokens/s counts the completion tokens the server reports (`usage`), over the wal
 The adapters are random LoRA weights (rank 16 on q/k/v/o of every layer) registered as the
 project's fine-tuned models, as the job worker records them: the cost of mixing is the same as for
 trained ones. The clients pull requests from one shared queue, so 8 stay in flight until it runs dry
-(a client with short answers doesn't leave the others a long, thin tail). Sizes:
-TUNERY_BENCH_SERVE_REQUESTS (per client on average, default 5: 40 per setup), _BASELINE (default 6).
+(a client with short answers doesn't leave the others a long, thin tail). The three setups run in
+rounds (baseline, base model, adapters mixed; TUNERY_BENCH_SERVE_ROUNDS, default 3) and the medians
+count: one round's ratio moves by ~10% on this shared machine. Sizes: TUNERY_BENCH_SERVE_REQUESTS
+(per client on average, default 5: 40 per setup), _BASELINE (default 6).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ NEW_TOKENS = 64
 ADAPTERS = 4
 PER_CLIENT = int(os.environ.get("TUNERY_BENCH_SERVE_REQUESTS", 5))
 BASELINE = int(os.environ.get("TUNERY_BENCH_SERVE_BASELINE", 6))
+ROUNDS = int(os.environ.get("TUNERY_BENCH_SERVE_ROUNDS", 3))
 
 
 def prompts(tokenizer, n: int) -> list[list[dict]]:
@@ -148,6 +151,11 @@ def make_adapters(base: Path, work: Path) -> list[Path]:
     return out
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (the upper middle for an even count)."""
+    return sorted(runs, key=lambda r: r["tps"])[len(runs) // 2]
+
+
 def run(work: Path) -> str:
     from api_support import ServerProcess, create_key
     from serve_server import register_fine_tune
@@ -173,21 +181,24 @@ def run(work: Path) -> str:
     for name, folder in zip(names, adapters):
         register_fine_tune(home, key, name, folder)
 
-    print(f"baseline: {BASELINE} requests one at a time", flush=True)
-    base = baseline(resolved.path, convs[:BASELINE])
-
+    bases, singles, mixeds = [], [], []
     server = ServerProcess(home, args=("--no-worker",)).start(timeout=120)
     try:
         warm = [(m, convs[0]) for m in [resolved.name, *names]]
         asyncio.run(load(server.base_url, key, warm, clients=len(warm)))  # load the base and hot-load every adapter
-        print(f"tunery: {CLIENTS} clients, {n} requests, base model", flush=True)
-        single = asyncio.run(load(server.base_url, key, [(resolved.name, c) for c in convs]))
-        print(f"tunery: {CLIENTS} clients, {n} requests, {ADAPTERS} adapters mixed", flush=True)
-        mixed = asyncio.run(load(server.base_url, key, [(names[i % ADAPTERS], c) for i, c in enumerate(convs)]))
+        for r in range(ROUNDS):  # the server idles while the baseline runs, and the other way round
+            print(f"round {r + 1}/{ROUNDS}: baseline, {BASELINE} requests one at a time", flush=True)
+            bases.append(baseline(resolved.path, convs[:BASELINE]))
+            print(f"round {r + 1}/{ROUNDS}: tunery, {CLIENTS} clients, {n} requests, base model", flush=True)
+            singles.append(asyncio.run(load(server.base_url, key, [(resolved.name, c) for c in convs])))
+            print(f"round {r + 1}/{ROUNDS}: tunery, {CLIENTS} clients, {n} requests, {ADAPTERS} adapters mixed", flush=True)
+            mixeds.append(asyncio.run(load(server.base_url, key, [(names[i % ADAPTERS], c) for i, c in enumerate(convs)])))
     finally:
         server.stop()
+    base, single, mixed = median_run(bases), median_run(singles), median_run(mixeds)
 
     load_avg = os.getloadavg()
+    per_round = "; ".join(f"{a['tps']:.1f} / {b['tps']:.1f} / {c['tps']:.1f}" for a, b, c in zip(bases, singles, mixeds))
     rows = [
         ("transformers `generate`, one request at a time", base, f"{pct(base['ttft'], .5):.2f} / {pct(base['ttft'], .95):.2f} (alone); {pct(base['queued_ttft'], .5):.1f} / {pct(base['queued_ttft'], .95):.1f} (8 queued)"),
         (f"tunery serve, {CLIENTS} clients, base model", single, f"{pct(single['ttft'], .5):.2f} / {pct(single['ttft'], .95):.2f}"),
@@ -195,8 +206,10 @@ def run(work: Path) -> str:
     ]
     lines = [
         f"Packaged {resolved.name} (fp32, CPU), chat prompts of {min(prompt_lens)}-{max(prompt_lens)} tokens (mean {statistics.mean(prompt_lens):.0f}), "
-        f"greedy, max 64 new tokens, streamed over HTTP. Load average at the end: {load_avg[0]:.1f} "
-        f"(other engineers' jobs share these cores: absolute numbers are noisy, compare within a run).",
+        f"greedy, max 64 new tokens, streamed over HTTP. {ROUNDS} rounds of the three setups; each row is the round "
+        f"with the median tokens/s (per round, tokens/s baseline / base / mixed: "
+        f"{per_round}). "
+        f"Load average at the end: {load_avg[0]:.1f} (absolute numbers are noisy, compare within a run).",
         "",
         "| setup | requests | generated tokens | wall s | tokens/s | TTFT p50 / p95 s |",
         "|---|---:|---:|---:|---:|---|",
@@ -210,5 +223,8 @@ def run(work: Path) -> str:
         f"- Continuous batching vs one at a time: **{speedup:.1f}x** tokens/s (target >= 4x: {'met' if speedup >= 4 else 'NOT met'}).",
         f"- Mixing {ADAPTERS} adapters in the batch costs **{cost * 100:.0f}%** of the base-only throughput (target < 20%: {'met' if cost < 0.2 else 'NOT met'}).",
         "- Baseline TTFT 'alone' is prefill + one token with nothing ahead; '8 queued' is what 8 clients served one at a time would see.",
+        "- The prompts have no system message, so SmolLM2's template adds its default one: requests of one adapter that arrive "
+        "together share that prefix, and Tunery's prefill computes it once per wave (`tunery.serve.engine`); a one-at-a-time "
+        "`generate` cannot share anything.",
     ]
     return "\n".join(lines)
