@@ -12,7 +12,7 @@ import torch
 
 from serve_fixtures import random_lora, save_base, tiny_llama, tiny_tokenizer
 from tunery.serve.engine import MIN_SHARED_PREFIX, Engine
-from tunery.serve.registry import ModelRegistry, ModelSource
+from tunery.serve.registry import ModelRegistry, ModelSource, serving_dtype
 from tunery.serve.sampling import SamplingParams
 
 PROMPTS = ["hello world", "the quick brown fox jumps over the lazy dog, the quick brown fox", "tunery", "1 2 3 4 5 stars ->"]
@@ -234,15 +234,83 @@ def folders(tmp_path_factory):
     return base, [random_lora(base, root / f"lora{i}", seed=i) for i in range(3)]
 
 
-def peft_greedy(base_folder, adapter_folder, prompt_ids, n):
+@pytest.fixture
+def fp32_serving(monkeypatch):
+    """The batching logic is checked token for token against one-at-a-time generation in fp32: in
+    bf16 a batched matmul may round differently from a single row's (on the same machine, the same
+    code), so greedy ties can flip. bf16 serving has its own test below."""
+    monkeypatch.setenv("TUNERY_SERVE_DTYPE", "float32")
+
+
+def peft_greedy(base_folder, adapter_folder, prompt_ids, n, dtype=torch.float32):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder), str(adapter_folder)).eval()
+    m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_folder, dtype=dtype), str(adapter_folder)).eval()
     return hf_greedy(m, prompt_ids, n)
 
 
-def test_mixed_adapters_in_one_batch_match_each_alone(folders, tok):
+@pytest.mark.parametrize("value, expected", [("float32", torch.float32), ("bfloat16", torch.bfloat16), (" BFloat16 ", torch.bfloat16)])
+def test_serving_dtype_follows_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("TUNERY_SERVE_DTYPE", value)
+    assert serving_dtype("cpu") is expected
+
+
+def test_serving_dtype_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    from tunery.models.hardware import cpu_has_bf16
+
+    monkeypatch.delenv("TUNERY_SERVE_DTYPE", raising=False)
+    assert serving_dtype("cpu") is (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    monkeypatch.setenv("TUNERY_SERVE_DTYPE", "auto")
+    assert serving_dtype("cpu") is (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+
+
+def test_a_bad_serving_dtype_is_a_clear_error(monkeypatch, folders):
+    monkeypatch.setenv("TUNERY_SERVE_DTYPE", "fp8")
+    with pytest.raises(ValueError, match="TUNERY_SERVE_DTYPE must be one of auto, float32, bfloat16, got 'fp8'"):
+        serving_dtype()
+    reg = ModelRegistry()
+    try:
+        with pytest.raises(ValueError, match="TUNERY_SERVE_DTYPE"):
+            reg.get(ModelSource("base", "base", folders[0]))
+    finally:
+        reg.close()
+
+
+def test_serve_refuses_to_start_with_a_bad_serving_dtype(tmp_path):
+    import subprocess
+
+    from api_support import TUNERY, server_env
+
+    out = subprocess.run([TUNERY, "serve", "--port", "1"], env=server_env(tmp_path, TUNERY_SERVE_DTYPE="half"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: TUNERY_SERVE_DTYPE must be one of auto, float32, bfloat16, got 'half'"
+
+
+def test_bf16_serving_gives_what_the_model_and_adapter_give_in_bf16(monkeypatch, folders, tok):
+    """Served in bf16, the base and an adapter (the batched multi-LoRA step, adapters kept in fp32
+    as peft keeps them) answer one request exactly as transformers/peft do in bf16."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("TUNERY_SERVE_DTYPE", "bfloat16")
+    base, loras = folders
+    reg = ModelRegistry(budget_bytes=10**9)
+    try:
+        served = reg.get(ModelSource("base", "base", base))
+        a = reg.get(ModelSource("ft:a", "adapter", loras[0], base_path=base))
+        assert served.engine.model.get_base_model().model.embed_tokens.weight.dtype is torch.bfloat16
+        p = ids(tok, PROMPTS[3])
+        plain = hf_greedy(AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16), p, 10)
+        tuned = peft_greedy(base, loras[0], p, 10, dtype=torch.bfloat16)
+        assert plain != tuned
+        assert token_ids(served.engine.generate(p, greedy(10), tok)) == plain
+        assert token_ids(a.engine.generate(p, greedy(10), tok, a.adapter)) == tuned
+    finally:
+        reg.close()
+
+
+def test_mixed_adapters_in_one_batch_match_each_alone(folders, tok, fp32_serving):
     base, loras = folders
     reg = ModelRegistry(budget_bytes=10**9)
     try:
@@ -265,7 +333,7 @@ def test_mixed_adapters_in_one_batch_match_each_alone(folders, tok):
         reg.close()
 
 
-def test_a_shared_prefix_is_shared_only_by_rows_of_the_same_adapter(folders, tok):
+def test_a_shared_prefix_is_shared_only_by_rows_of_the_same_adapter(folders, tok, fp32_serving):
     base, loras = folders
     reg = ModelRegistry(budget_bytes=10**9)
     try:

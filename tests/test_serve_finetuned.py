@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from api_support import ServerProcess, create_key, jsonl
+from tunery.serve.registry import serving_dtype
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +73,8 @@ def peft_greedy(weights: Path, prompt: str | None, messages: list | None, n: int
     adapter = weights if (weights / "adapter_config.json").exists() else weights / "adapter"
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     tok = AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").exists() else adapter.parent)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    # In the dtype the server uses (the same rule, same machine): the comparison is exact.
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=serving_dtype()), str(adapter)).eval()
     if messages is not None:
         ids = tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False, return_tensors="pt")["input_ids"]
     else:

@@ -48,13 +48,24 @@ def serve(
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Run the job worker in this process."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Start the OpenAI-compatible API (files, uploads, fine-tuning jobs, models) and the worker."""
+    """Start the OpenAI-compatible API (files, uploads, fine-tuning jobs, models, chat and
+    completions) and the worker.
+
+    Models are served in bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else in fp32;
+    TUNERY_SERVE_DTYPE=float32|bfloat16 overrides. TUNERY_SERVE_CACHE_MB bounds the memory of
+    hot-loaded fine-tunes (default 4096)."""
     import uvicorn
 
     from tunery.api.app import create_app
+    from tunery.serve.registry import serving_dtype
     from tunery.store.keys import count_keys, create_key
 
     settings = _settings(home, host=host, port=port)
+    try:
+        serving_dtype()
+    except ValueError as exc:  # found now, not at the first chat request
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     store = _open(settings)
     with store.db.session_scope() as session:
         new_key = create_key(session) if count_keys(session) == 0 else None

@@ -32,20 +32,25 @@ class _Stack:
         rank = max((layer.lora_A[n].weight.shape[0] for n in names), default=1)
         n = len(slots)
         w = base.weight
-        A = torch.zeros(n, rank, base.in_features, dtype=w.dtype, device=w.device)
-        B = torch.zeros(n, base.out_features, rank, dtype=w.dtype, device=w.device)
-        scale = torch.zeros(n, dtype=w.dtype, device=w.device)
+        # The adapters' own dtype (peft keeps them in fp32 on a bf16 base): the low-rank path then
+        # rounds as peft's does, at the cost of two tiny fp32 matmuls per layer.
+        dtype = w.dtype
+        for name in names:
+            dtype = torch.promote_types(dtype, layer.lora_A[name].weight.dtype)
+        A = torch.zeros(n, rank, base.in_features, dtype=dtype, device=w.device)
+        B = torch.zeros(n, base.out_features, rank, dtype=dtype, device=w.device)
+        scale = torch.zeros(n, dtype=dtype, device=w.device)
         for name in names:
             s, a, b = slots[name] - 1, layer.lora_A[name].weight, layer.lora_B[name].weight
-            A[s, : a.shape[0]] = a.to(w.dtype)
-            B[s, :, : b.shape[1]] = b.to(w.dtype)
+            A[s, : a.shape[0]] = a.to(dtype)
+            B[s, :, : b.shape[1]] = b.to(dtype)
             scale[s] = layer.scaling[name]
         self.A = A.reshape(n * rank, -1).t().contiguous()  # [in, slots*r]
         self.B = B.permute(0, 2, 1).reshape(n * rank, -1).contiguous()  # [slots*r, out]
         self.col_slot = torch.arange(1, n + 1, device=w.device).repeat_interleave(rank)  # [slots*r]
         self.col_scale = scale.repeat_interleave(rank)
         # Layers with the same column layout share one mask per step.
-        self.key = (rank, tuple(scale.tolist()))
+        self.key = (rank, dtype, tuple(scale.tolist()))
 
 
 def _lora_layers(model):
@@ -130,6 +135,6 @@ def _make_forward(owner: MultiLoRA, peft_forward):
         xs = x.to(st.A.dtype).reshape(x.shape[0], -1, x.shape[-1])  # [batch, tokens, in]
         h = torch.matmul(xs, st.A) * owner.mask(st)[:, None, :]  # [batch, tokens, slots*r]
         delta = torch.matmul(h, st.B)
-        return result + delta.reshape(result.shape).to(result.dtype)
+        return (result + delta.reshape(result.shape)).to(result.dtype)  # sum in the wider dtype, as peft does
 
     return forward

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tunery.models.hardware import physical_cores
+
 from . import checkpoints as ckpt
 from .config import Hyperparameters, TrainConfig, lr_factor, resolve_hyperparameters
 from .control import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, EXIT_PAUSED, Cancelled, Control
@@ -171,7 +173,7 @@ class Trainer:
         self.device = modeling.pick_device(cfg.device)
         self.precision = modeling.pick_precision(cfg.precision, self.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(cfg.num_threads or int(os.environ.get("TUNERY_NUM_THREADS", 0)) or modeling.physical_cores())
+            torch.set_num_threads(cfg.num_threads or int(os.environ.get("TUNERY_NUM_THREADS", 0)) or physical_cores())
         self.packed = cfg.packing
         self.min_prefix = MIN_SHARED_PREFIX if cfg.shared_prefix else 0
         self.budget = cfg.micro_batch_tokens or DEFAULT_MICRO_BATCH_TOKENS.get(self.device.type, 4096)
