@@ -5,8 +5,11 @@ same LoRA rank 16 on attention projections, the same batch size, one epoch, both
 speed as their documentation recommends, in one run; also final training loss (equal within 2%),
 peak memory and model-FLOPs utilisation against a measured matmul peak. Target: >= 3x TRL on CPU.
 Each trainer runs once per seed (`BENCH_TRAIN_SEEDS`, default 0,1,2): one epoch's final loss moves
-by ~10% with the seed (LoRA init and batch order), so the losses are compared as means over seeds.
-`BENCH_TRAIN_ROWS` shrinks the data set for a quick check.
+by ~10% with the seed (LoRA init and batch order), so the two trainers are paired per seed: TRL
+draws its length-grouped batch order (its `group_by_length` sampler's algorithm) from the seed,
+Tunery trains the same batches in the same order (`--no-shuffle` on the file in TRL's order), and
+both initialize LoRA from `torch.manual_seed(seed)`. The loss difference is then the trainers'
+difference, not the seed's. `BENCH_TRAIN_ROWS` shrinks the data set for a quick check.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ TRL_REQUIREMENTS = [["torch==2.13.0"],  # first, so nothing below can pull a new
                     ["torch==2.13.0", "trl==1.16.0", "peft==0.21.2", "transformers==5.23.0", "datasets==5.2.0",
                      "accelerate==1.15.0"]]
 # TRL options, each justified in the section text (measured on this machine, see README of the run).
-TRL_FLAGS = ["--bf16", "--group-by-length", "--loss-through-eos"]
+TRL_FLAGS = ["--bf16", "--paired", "--loss-through-eos"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -96,7 +99,17 @@ def run_trl(python: Path, data: Path, model: Path, out: Path, rows: int, seed: i
     r = json.loads(summary.read_text())
     return {"name": "TRL `SFTTrainer`", "measured": m, "tokens": r["tokens"], "train_s": r["train_s"], "losses": r["losses"],
             "steps": r["steps"], "precision": "bf16 autocast" if r["config"]["bf16"] else "fp32",
-            "answer_tokens": r["completion_tokens"], "raw": r, "adapter": out / "adapter"}
+            "answer_tokens": r["completion_tokens"], "raw": r, "adapter": out / "adapter", "order": out / "order.json"}
+
+
+def in_order(data: Path, order_file: Path, out: Path) -> Path:
+    """`data`'s lines in the order TRL trained them (its order.json): Tunery's file for --no-shuffle."""
+    lines = data.read_text(encoding="utf-8").splitlines(keepends=True)
+    order = json.loads(order_file.read_text())
+    if sorted(order) != list(range(len(lines))):
+        raise RuntimeError(f"{order_file} is not a permutation of the {len(lines)} rows of {data}")
+    out.write_text("".join(lines[i] for i in order), encoding="utf-8")
+    return out
 
 
 def run_tunery(data: Path, model: Path, out: Path, seed: int) -> dict:
@@ -104,7 +117,7 @@ def run_tunery(data: Path, model: Path, out: Path, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(TUNERY), "train", str(data), "--out", str(out / "tunery-out"), "--model", str(model), "--method", "lora",
            "--lora-rank", str(LORA_RANK), "--lora-alpha", str(LORA_ALPHA), "--lora-targets", ",".join(TARGETS),
-           "--batch-size", str(BATCH), "--n-epochs", str(EPOCHS), "--learning-rate-multiplier", "1", "--seed", str(seed), "--json"]
+           "--batch-size", str(BATCH), "--n-epochs", str(EPOCHS), "--learning-rate-multiplier", "1", "--seed", str(seed), "--no-shuffle", "--json"]
     m = measure(cmd, env=OFFLINE, cwd=out, interval=0.1).check("tunery train")
     r = json.loads(m.stdout.strip().splitlines()[-1])
     if r.get("status") != "succeeded":
@@ -158,8 +171,9 @@ def run(work: Path) -> str:
     for seed in SEEDS:  # interleaved, so a slow patch of the machine hits both
         log(f"TRL SFTTrainer on {ROWS} conversations, seed {seed}")
         trl_runs.append(run_trl(trl_python, data, model, work / f"trl-seed{seed}", ROWS, seed))
-        log(f"tunery train on {ROWS} conversations, seed {seed}")
-        tun_runs.append(run_tunery(data, model, work / f"tunery-seed{seed}", seed))
+        log(f"tunery train on {ROWS} conversations, seed {seed}, TRL's batch order")
+        paired = in_order(data, trl_runs[-1]["order"], work / f"trl-seed{seed}" / "train_in_trl_order.jsonl")
+        tun_runs.append(run_tunery(paired, model, work / f"tunery-seed{seed}", seed))
 
     log(f"scoring the {2 * len(SEEDS)} trained adapters on the whole training file")
     finals = final_losses(data, model, [r["adapter"] for r in trl_runs + tun_runs])
@@ -179,7 +193,9 @@ def run(work: Path) -> str:
         rows.append([r["name"], r["precision"], f"{r['tokens']:,}", f"{r['computed']:,}", f"{r['tps']:,.0f}", f"{r['train_s']:.1f}",
                      f"{r['wall_s']:.1f}", f"{r['final']:.4f} ± {r['final_sd']:.4f}", f"{r['loss']:.4f}", f"{r['peak_rss_mb']:,.0f}",
                      f"{r['mfu'] * 100:.1f}%", "1.00x" if r is trl else f"**{speedup:.2f}x**"])
-    per_seed = "; ".join(f"seed {s}: TRL {a['final']:.4f}, Tunery {b['final']:.4f}" for s, a, b in zip(SEEDS, trl_runs, tun_runs))
+    per_seed = "; ".join(f"seed {s}: TRL {a['final']:.4f}, Tunery {b['final']:.4f} ({(b['final'] - a['final']) / a['final'] * 100:+.2f}%)"
+                         for s, a, b in zip(SEEDS, trl_runs, tun_runs))
+    worst = max(abs(b["final"] - a["final"]) / a["final"] * 100 for a, b in zip(trl_runs, tun_runs))
 
     per_step = trl["train_s"] / max(1, trl["steps"] * len(SEEDS))
     full_steps = -(-1000 // BATCH) * EPOCHS
@@ -194,18 +210,22 @@ def run(work: Path) -> str:
         f"review as user turn, the label digit as the assistant answer, loss on the answer only), batch size {BATCH}, "
         f"{EPOCHS} epoch ({trl['steps']} steps), seeds {', '.join(map(str, SEEDS))} for each trainer, learning rate {LR_BASE_LORA:g} (Tunery: LoRA base 2e-4 x multiplier 1), "
         f"linear decay after {warmup_steps(ROWS)} warmup steps, gradient clipping 1.0 in both. Each trainer runs in its "
-        "own subprocess, one after the other (TRL then Tunery, per seed). Tokens, seconds and tokens/s are totals over "
+        "own subprocess, one after the other (TRL then Tunery, per seed). **Paired per seed**: TRL's batches are its "
+        "length-grouped ones (transformers' `get_length_grouped_indices`, the `group_by_length` sampler, drawn from a "
+        "generator seeded with the seed), trained in that order, and Tunery trains the same batches in the same order "
+        "(`tunery train --no-shuffle` on the file written in TRL's order); both draw the initial LoRA weights after "
+        "`torch.manual_seed(seed)`. Tokens, seconds and tokens/s are totals over "
         "the seeds; losses are means over the seeds (± their standard deviation); peak RSS is the largest run.\n",
         table(["trainer", "precision", "tokens", "computed tokens", "tokens/s", "train s", "process wall s", "final loss (whole file, mean ± sd)",
                f"last {LAST_STEPS} steps' loss", "peak RSS MB", "MFU", "tokens/s ratio"], rows),
         f"Final loss = the trained adapter's mean loss over the answer tokens (the label digit and `<|im_end|>`) of all "
         f"{ROWS:,} training conversations, every adapter loaded with plain peft on the fp32 base and scored on the same "
         f"tokens (`bench/adapter_loss.py`), averaged over the seeds ({per_seed}): difference of the means "
-        f"**{final_diff:.2f}%** (target within 2%: **{'met' if final_diff <= 2 else 'MISSED'}**). The mean of the last "
+        f"**{final_diff:.2f}%**, largest difference of one seed's pair {worst:.2f}% (target within 2%: "
+        f"**{'met' if final_diff <= 2 else 'MISSED'}**). The mean of the last "
         f"{LAST_STEPS} per-step batch losses ({trl['answer_tokens']:,} answer tokens per run in TRL, "
-        f"{tun['answer_tokens'] or '?':,} in Tunery) differs by {loss_diff:.2f}%: those are {LAST_STEPS} batches of "
-        f"{BATCH}, different ones in each trainer (each has its own batch order), so they are noisier than the "
-        f"whole-file loss. Speed target (at least 3x TRL's tokens/s on CPU): "
+        f"{tun['answer_tokens'] or '?':,} in Tunery) differs by {loss_diff:.2f}% (the same 10 batches in both). "
+        f"Speed target (at least 3x TRL's tokens/s on CPU): "
         f"**{'met' if speedup >= 3 else 'MISSED'}** ({speedup:.2f}x).\n",
         f"- **Tokens/s** = the real (non-pad) tokens of the data set x epochs / training time; training time is TRL's "
         f"`on_train_begin`->`on_train_end` (TrainerCallback) and Tunery's own summed step time (`train_seconds`); model "
@@ -229,8 +249,10 @@ def run(work: Path) -> str:
         "speed on this machine:\n",
         "- `use_cpu=True`, `bf16=True`: the CPU has avx512_bf16; bf16 mixed precision is the speed option the "
         "transformers/TRL docs give for CPUs that support it (fp32 master weights, bf16 autocast).",
-        "- `train_sampling_strategy=\"group_by_length\"` (transformers 5's name for `group_by_length`): batches of "
-        "similar length, so little padding.",
+        "- Length-grouped batches (`group_by_length`, transformers 5's `train_sampling_strategy=\"group_by_length\"`): "
+        "little padding. The runner computes that sampler's order itself from the seed (same function) and trains it "
+        "with `train_sampling_strategy=\"sequential\"`, so the order can be handed to Tunery: the same batches TRL's "
+        "own sampler would draw from that generator, at the same speed.",
         "- `padding_free=False` and `packing=False`: TRL documents padding-free (and BFD packing, which implies it) as "
         "supported only with FlashAttention; checked here on CPU with SDPA, the padding-free batch of 4 sequences "
         "gave a loss of 13.72 where the padded batch and each sequence alone give 13.87 (sequences attend across "

@@ -6,8 +6,14 @@ the same rows in its documented conversational prompt-completion format, so that
 summary: tokens, training seconds (on_train_begin -> on_train_end, model load excluded), per-step
 losses.
 
+`--paired` makes the run comparable batch for batch with `tunery train --seed S --no-shuffle` on the
+file written in the order TRL used: the order is transformers' own length-grouped one
+(`get_length_grouped_indices`, what `group_by_length` samples) drawn from a generator seeded with
+`--seed`, trained sequentially and written to ORDER.json next to OUT_JSON; and the LoRA weights are
+initialized as Tunery initializes them (`torch.manual_seed(seed)`, then peft's `get_peft_model`).
+
 usage: trl_sft.py DATA MODEL OUT_JSON [--batch-size 8] [--lr 2e-4] [--epochs 1] [--warmup-steps N]
-       [--bf16] [--model-dtype bfloat16] [--group-by-length] [--padding-free] [--loss-through-eos] [--max-steps N]
+       [--bf16] [--model-dtype bfloat16] [--group-by-length] [--paired] [--padding-free] [--loss-through-eos] [--max-steps N]
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--loss-through-eos", action="store_true", help="train the answer through <|im_end|>, not the newline after it")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--paired", action="store_true", help="length-grouped order from --seed, trained sequentially; Tunery's LoRA init")
     args = ap.parse_args()
 
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -74,7 +81,7 @@ def main() -> None:
         use_cpu=True,
         bf16=args.bf16,
         padding_free=args.padding_free,
-        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        train_sampling_strategy="sequential" if args.paired else "group_by_length" if args.group_by_length else "random",
         completion_only_loss=True,
         max_length=1024,
         logging_steps=1,
@@ -85,8 +92,11 @@ def main() -> None:
     )
     peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    if args.paired:  # the adapter's initial A matrices from the seed, as `tunery train` draws them
+        torch.manual_seed(args.seed)
+        model = get_peft_model(model, peft_config)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[Timer()])
+                         peft_config=None if args.paired else peft_config, callbacks=[Timer()])
     if args.loss_through_eos:
         # SmolLM2's template ends a turn with "<|im_end|>\n", so TRL's completion mask also trains the "\n"
         # after the end-of-turn token (a near-free token that lowers the mean loss). Tunery trains through
@@ -104,6 +114,13 @@ def main() -> None:
             return {"labels": labels}
 
         trainer.train_dataset = trainer.train_dataset.map(through_eos)
+    if args.paired:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+        order = get_length_grouped_indices(lengths, args.batch_size, generator=torch.Generator().manual_seed(args.seed))
+        trainer.train_dataset = trainer.train_dataset.select(order)
+        (Path(args.out_json).parent / "order.json").write_text(json.dumps(order))
     ids = trainer.train_dataset["input_ids"]
     tokens = sum(len(x) for x in ids)
     completion_tokens = sum(sum(1 for t in x if t != -100) for x in trainer.train_dataset["labels"])
@@ -121,7 +138,7 @@ def main() -> None:
         "train_loss": result.training_loss,
         "trainable_params": trainable,
         "threads": torch.get_num_threads(),
-        "config": {"bf16": args.bf16, "padding_free": args.padding_free, "group_by_length": args.group_by_length,
+        "config": {"bf16": args.bf16, "padding_free": args.padding_free, "group_by_length": args.group_by_length, "paired": args.paired,
                    "model_dtype": args.model_dtype, "loss_through_eos": args.loss_through_eos, "warmup_steps": args.warmup_steps,
                    "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs},
     }

@@ -89,6 +89,11 @@ def test_data_order_is_a_pure_function_of_seed_and_epoch():
     assert step_indices(10, 3, 42, 4, 4) == (1, epoch_order(10, 42, 1)[:3])
 
 
+def test_without_shuffle_every_epoch_follows_the_file():
+    assert epoch_order(10, 42, 0, shuffle=False) == epoch_order(10, 7, 3, shuffle=False) == list(range(10))
+    assert [step_indices(10, 3, 42, s, 4, shuffle=False) for s in (0, 3, 4)] == [(0, [0, 1, 2]), (0, [9]), (1, [0, 1, 2])]
+
+
 @pytest.fixture(scope="module")
 def system_examples():
     """Chats that all start with the same system prompt: the case shared-prefix rows are for."""

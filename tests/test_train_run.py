@@ -100,6 +100,19 @@ def test_same_seed_same_result_and_the_model_learns(tmp_path, model_dir):
     assert losses[-1] < losses[0] - 0.4, losses
 
 
+def test_without_shuffle_the_batches_follow_the_file(tmp_path, model_dir):
+    """LoRA starts as the base model (B = 0), so step 1's loss depends only on which examples form
+    the batch: the same across seeds in file order, different across seeds when shuffled."""
+    rows = [{"messages": [{"role": "user", "content": f"Review {i}: " + "fine " * (i % 7)}, {"role": "assistant", "content": "yes " * (1 + i % 3)}]} for i in range(12)]
+
+    def first_loss(name, **kw):
+        run(config(tmp_path / name, model_dir, rows, n_epochs=1, max_steps=1, **kw))
+        return float(next(csv.DictReader((tmp_path / name / "out" / "metrics.csv").open()))["train_loss"])
+
+    assert first_loss("a", seed=1, shuffle=False) == first_loss("b", seed=2, shuffle=False)
+    assert first_loss("c", seed=1) != first_loss("d", seed=2)
+
+
 def test_full_fine_tuning_writes_safetensors_weights(tmp_path, model_dir):
     result = run(config(tmp_path, model_dir, method="full", n_epochs=1, learning_rate_multiplier=1))
     assert result.status == "succeeded"

@@ -51,6 +51,7 @@ class TrainConfig:
     batch_size: Auto = "auto"
     learning_rate_multiplier: Auto = "auto"
     seed: int = 42
+    shuffle: bool = True  # False: every epoch in the file's order (a curriculum, another trainer's batches)
     max_steps: int | None = None  # cap the run (quick checks); the schedule is computed for it
     lora_rank: int = DEFAULT_LORA_RANK
     lora_alpha: int = DEFAULT_LORA_ALPHA

@@ -315,7 +315,7 @@ class Trainer:
         # A run killed while writing its outputs resumes at the last step: finish with its metrics.
         metrics: dict = dict(getattr(self, "resumed_metrics", {}))
         for step in range(start, hp.total_steps):
-            epoch, indices = step_indices(n, hp.batch_size, cfg.seed, step, hp.steps_per_epoch)
+            epoch, indices = step_indices(n, hp.batch_size, cfg.seed, step, hp.steps_per_epoch, cfg.shuffle)
             started = time.perf_counter()
             train_loss, train_acc, tokens, computed = self.train_step([self.train.examples[i] for i in indices])
             self.train_seconds += time.perf_counter() - started
@@ -349,7 +349,7 @@ class Trainer:
         n, hp = len(self.train.examples), self.hp
         if steps == hp.steps_per_epoch * hp.n_epochs:
             return self.train.tokens * hp.n_epochs
-        return sum(len(self.train.examples[i]) for s in range(steps) for i in step_indices(n, hp.batch_size, self.config.seed, s, hp.steps_per_epoch)[1])
+        return sum(len(self.train.examples[i]) for s in range(steps) for i in step_indices(n, hp.batch_size, self.config.seed, s, hp.steps_per_epoch, self.config.shuffle)[1])
 
     def result(self, status: str, code: int, steps: int, metrics: dict) -> TrainResult:
         return TrainResult(

@@ -53,19 +53,22 @@ class MicroBatch:
         return MicroBatch(move(self.input_ids), move(self.position_ids), move(self.attention_mask), move(self.label_pos), move(self.targets), move(self.label_weights), self.n_tokens, self.n_computed)
 
 
-def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
+def epoch_order(n_examples: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
     """The shuffled example order of one epoch: a pure function of (seed, epoch), so a resumed run
-    sees exactly the data order of an uninterrupted one."""
+    sees exactly the data order of an uninterrupted one. Without `shuffle`: the file's order."""
     import torch
+
+    if not shuffle:
+        return list(range(n_examples))
 
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n_examples, generator=generator).tolist()
 
 
-def step_indices(n_examples: int, batch_size: int, seed: int, step: int, steps_per_epoch: int) -> tuple[int, list[int]]:
+def step_indices(n_examples: int, batch_size: int, seed: int, step: int, steps_per_epoch: int, shuffle: bool = True) -> tuple[int, list[int]]:
     """(epoch, example indices) of global step `step` (0-based)."""
     epoch, within = divmod(step, steps_per_epoch)
-    order = epoch_order(n_examples, seed, epoch)
+    order = epoch_order(n_examples, seed, epoch, shuffle)
     return epoch, order[within * batch_size : (within + 1) * batch_size]
 
 
