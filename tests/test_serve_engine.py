@@ -256,13 +256,17 @@ def test_serving_dtype_follows_the_environment(monkeypatch, value, expected):
     assert serving_dtype("cpu") is expected
 
 
-def test_serving_dtype_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
-    from tunery.models.hardware import cpu_has_bf16
+@pytest.mark.parametrize("native_bf16, expected", [(True, torch.bfloat16), (False, torch.float32)])
+@pytest.mark.parametrize("value", [None, "auto"])
+def test_serving_dtype_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch, native_bf16, expected, value):
+    import tunery.models.hardware as hardware
 
-    monkeypatch.delenv("TUNERY_SERVE_DTYPE", raising=False)
-    assert serving_dtype("cpu") is (torch.bfloat16 if cpu_has_bf16() else torch.float32)
-    monkeypatch.setenv("TUNERY_SERVE_DTYPE", "auto")
-    assert serving_dtype("cpu") is (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: native_bf16)  # both kinds of CPU, on any machine
+    if value is None:
+        monkeypatch.delenv("TUNERY_SERVE_DTYPE", raising=False)
+    else:
+        monkeypatch.setenv("TUNERY_SERVE_DTYPE", value)
+    assert serving_dtype("cpu") is expected
 
 
 def test_a_bad_serving_dtype_is_a_clear_error(monkeypatch, folders):
