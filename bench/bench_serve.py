@@ -245,6 +245,10 @@ def run(work: Path) -> str:
         f"- Both in fp32 (the engine alone, same precision): {same:.1f}x. bf16 (half the weight bytes per decode step, the CPU's bf16 "
         f"dot products) speeds up the server {med[f'tunery {served}']['tps'] / med['tunery float32']['tps']:.2f}x and one-at-a-time "
         f"`generate` {med['generate bfloat16']['tps'] / med['generate float32']['tps']:.2f}x here.",
+        "- The server in bf16 on the CPU packs its base linears for oneDNN once at load (`tunery.serve.prepack`: the same kernel "
+        "as `F.linear`, bit-identical answers, without the per-call weight reorder) and runs every torch op of the process on one "
+        "thread (`tunery.serve.compute`: a second thread that runs torch, e.g. the one that loaded the model or an adapter, "
+        "gives the process a second OpenMP team, and GNU OpenMP then sleeps between the small ops of a decoding step).",
         f"- Per round, the server's tokens/s over the same round's faster baseline: "
         f"{', '.join(f'{a:.1f}x' for a in (runs[f'tunery {served}'][r]['tps'] / max(runs[f'generate {dt}'][r]['tps'] for dt in dtypes) for r in range(ROUNDS)))}.",
         f"- Mixing {ADAPTERS} adapters in the batch costs **{cost * 100:.0f}%** of the base-only throughput (target < 20%: {'met' if cost < 0.2 else 'NOT met'}).",

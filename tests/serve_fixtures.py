@@ -53,7 +53,7 @@ def save_base(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def random_lora(base_folder: Path, out: Path, seed: int, r: int = 4) -> Path:
+def random_lora(base_folder: Path, out: Path, seed: int, r: int = 4, **lora_kw) -> Path:
     """A LoRA adapter with non-zero B (peft initialises B to zero, which would be a no-op)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -61,7 +61,7 @@ def random_lora(base_folder: Path, out: Path, seed: int, r: int = 4) -> Path:
 
     base = AutoModelForCausalLM.from_pretrained(base_folder)
     torch.manual_seed(seed)
-    peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"]))
+    peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"], **lora_kw))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_" in name:

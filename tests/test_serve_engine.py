@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from serve_fixtures import random_lora, save_base, tiny_llama, tiny_tokenizer
+from tunery.serve.compute import COMPUTE
 from tunery.serve.engine import MIN_SHARED_PREFIX, Engine
 from tunery.serve.registry import ModelRegistry, ModelSource, serving_dtype
 from tunery.serve.sampling import SamplingParams
@@ -85,7 +86,7 @@ def test_requests_waiting_together_are_prefilled_in_one_forward_with_the_same_to
     forward = engine._forward
     engine._forward = lambda ids, *a, **kw: shapes.append(tuple(ids.shape)) or forward(ids, *a, **kw)
     try:
-        with engine.lock:  # the engine waits at its next step: everything below queues up
+        with COMPUTE.cond:  # the compute thread waits at its next step: everything below queues up
             gens = [engine.submit(p, sp, tok, callback=lambda e: None) for p, sp, _ in jobs]
         deadline = time.time() + 30
         while any(g.finish_reason is None for g in gens) and time.time() < deadline:
@@ -104,7 +105,7 @@ def queued_wave(engine, tok, jobs):
     forward = engine._forward
     engine._forward = lambda ids, *a, **kw: shapes.append(tuple(ids.shape)) or forward(ids, *a, **kw)
     try:
-        with engine.lock:
+        with COMPUTE.cond:  # the compute thread waits: one wave
             gens = [engine.submit(p, sp, tok, a, callback=lambda e: None) for p, sp, a in jobs]
         deadline = time.time() + 60
         while any(g.finish_reason is None for g in gens) and time.time() < deadline:
@@ -294,7 +295,8 @@ def test_serve_refuses_to_start_with_a_bad_serving_dtype(tmp_path):
 
 def test_bf16_serving_gives_what_the_model_and_adapter_give_in_bf16(monkeypatch, folders, tok):
     """Served in bf16, the base and an adapter (the batched multi-LoRA step, adapters kept in fp32
-    as peft keeps them) answer one request exactly as transformers/peft do in bf16."""
+    as peft keeps them, pre-packed base linears) answer one request exactly as transformers/peft
+    do in bf16."""
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("TUNERY_SERVE_DTYPE", "bfloat16")
@@ -304,6 +306,8 @@ def test_bf16_serving_gives_what_the_model_and_adapter_give_in_bf16(monkeypatch,
         served = reg.get(ModelSource("base", "base", base))
         a = reg.get(ModelSource("ft:a", "adapter", loras[0], base_path=base))
         assert served.engine.model.get_base_model().model.embed_tokens.weight.dtype is torch.bfloat16
+        # ... with its linears pre-packed for oneDNN where this CPU allows it (tunery.serve.prepack)
+        assert hasattr(served.engine.model.get_base_model().lm_head, "_tunery_packed") or not torch.backends.mkldnn.is_available()
         p = ids(tok, PROMPTS[3])
         plain = hf_greedy(AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16), p, 10)
         tuned = peft_greedy(base, loras[0], p, 10, dtype=torch.bfloat16)
@@ -390,7 +394,7 @@ def test_a_failing_request_reports_an_error_and_the_engine_keeps_serving(engine,
 def test_a_failing_request_in_a_prefill_wave_fails_alone(engine, model, tok):
     p = ids(tok, PROMPTS[1])
     done = {}
-    with engine.lock:  # both wait for the same prefill wave
+    with COMPUTE.cond:  # both wait for the same prefill wave
         bad = engine.submit([10**6], greedy(4), tok, callback=lambda e: e.finish_reason and done.setdefault("bad", e))
         good = engine.submit(p, greedy(4), tok, callback=lambda e: e.finish_reason and done.setdefault("good", e))
     deadline = time.time() + 30

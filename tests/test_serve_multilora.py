@@ -115,8 +115,7 @@ def test_engine_scoring_applies_one_adapter_to_every_row(configs):
     engine = Engine(model, stop_token_ids=set())
     try:
         for adapter, want in zip(adapters, expected):
-            with engine.scoring(adapter) as m:
-                got = m(input_ids=ids).logits
+            got = engine.score(adapter, lambda m: m(input_ids=ids).logits)
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
             assert model.active_adapter == adapters[0]  # peft's active adapter is restored
     finally:

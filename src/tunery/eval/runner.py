@@ -109,8 +109,8 @@ def _nll(served: Served, tok, records: Sequence) -> tuple[float, float]:
 
     total = weight = 0.0
     for mb in micro_batches([tok.encode(r) for r in records], LOSS_TOKENS, packed=True, pad_id=0):
-        with served.engine.scoring(served.adapter) as model:  # between two engine steps, same weights
-            loss, _ = micro_batch_loss(model, mb.to(served.engine.device))
+        # On the compute thread between two engine steps: the served weights, and no second OpenMP team.
+        loss, _ = served.engine.score(served.adapter, lambda model, mb=mb: micro_batch_loss(model, mb.to(served.engine.device)))
         total, weight = total + float(loss), weight + mb.weight
     return total, weight
 

@@ -1,6 +1,6 @@
 """A continuous-batching generation engine for one set of model weights.
 
-A background thread owns the model. Between two decoding steps it admits waiting requests
+The serving process's compute thread (`compute.py`) runs its steps. Between two decoding steps it admits waiting requests
 (prefilling them together in one left-padded forward and merging their KV cache into the running
 batch; a prompt prefix the whole wave shares, such as a system prompt or few-shot examples, is
 computed once and its keys/values shared by every row), then runs one step for every running sequence at once, samples each row with its own
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tunery.serve.batch_cache import BatchCache
+from tunery.serve.compute import COMPUTE
 from tunery.serve.detokenize import TextStream
 from tunery.serve.multilora import MultiLoRA
 from tunery.serve.sampling import SamplingParams, TokenChoice, make_generator, sample_batch, score_prompt
@@ -113,16 +114,13 @@ class Engine:
         self.stop_token_ids = set(stop_token_ids)
         self.max_batch_size = max_batch_size
         self.name = name
-        self.lock = threading.RLock()  # held during a step; adapter loading takes it too
         self._pending: deque[Generation] = deque()
         self._running: list[Generation] = []
         self._cache = BatchCache()
         self._lora = MultiLoRA()
-        self._wake = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"tunery-engine-{name}", daemon=True)
-        self._thread.start()
+        COMPUTE.add(self)
 
     # --- public ----------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, tokenizer, adapter: str | None = None, callback=None) -> Generation:
@@ -133,9 +131,12 @@ class Engine:
             gen._queue = asyncio.Queue()
         except RuntimeError:
             pass
-        with self._wake:
-            self._pending.append(gen)
-            self._wake.notify()
+        with COMPUTE.cond:
+            if not self._closed:
+                self._pending.append(gen)
+                COMPUTE.cond.notify()
+                return gen
+        self._finish(gen, "cancelled")
         return gen
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, tokenizer, adapter: str | None = None) -> Completion:
@@ -170,53 +171,57 @@ class Engine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @contextlib.contextmanager
-    def scoring(self, adapter: str | None):
-        """The model with `adapter` (None: the base) on every row, between two steps (the engine
-        waits): for teacher-forced scoring with the served weights outside generation."""
-        with self.lock, torch.inference_mode():
-            model = self.model
+    def score(self, adapter: str | None, fn):
+        """`fn(model)` with `adapter` (None: the base) applied to every row, on the compute thread
+        between two steps: teacher-forced scoring with the served weights outside generation."""
+        return COMPUTE.call(self._score, adapter, fn)
+
+    def _score(self, adapter: str | None, fn):
+        model = self.model
+        with torch.inference_mode():
             if not hasattr(model, "peft_config"):
-                yield model
-            elif self._lora.sync(model):
+                return fn(model)
+            if self._lora.sync(model):
                 with self._lora.rows([adapter], self.device):  # one row's mask broadcasts over the batch
-                    yield model
-            elif adapter is None:
+                    return fn(model)
+            if adapter is None:
                 with model.disable_adapter():
-                    yield model
-            else:
-                previous = model.active_adapter
-                model.set_adapter(adapter)
-                try:
-                    yield model
-                finally:
-                    model.set_adapter(previous)
+                    return fn(model)
+            previous = model.active_adapter
+            model.set_adapter(adapter)
+            try:
+                return fn(model)
+            finally:
+                model.set_adapter(previous)
 
     def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        self._thread.join(timeout=10)
+        """Stop serving: waiting and running requests end as cancelled."""
+        COMPUTE.call(self._close)
 
-    # --- the loop --------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._wake:
-                while not self._pending and not self._running and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    for g in list(self._pending) + self._running:
-                        self._finish(g, "cancelled")
-                    return
-            try:
-                with self.lock, torch.inference_mode():
-                    self._admit()
-                    if self._running:
-                        self._decode_step()
-            except Exception as exc:  # a failed step fails its requests, never the server
-                for g in list(self._running):
-                    self._fail(g, exc)
-                self._running, self._cache = [], BatchCache()
+    def _close(self) -> None:
+        with COMPUTE.cond:
+            self._closed = True
+            gens, self._pending, self._running = list(self._pending) + self._running, deque(), []
+        COMPUTE.remove(self)
+        for g in gens:
+            self._finish(g, "cancelled")
+        self._cache = BatchCache()
+
+    # --- steps, on the compute thread --------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self._pending or self._running)
+
+    def step(self) -> None:
+        """Admit what waits, then one decoding step for every running row."""
+        try:
+            with torch.inference_mode():
+                self._admit()
+                if self._running:
+                    self._decode_step()
+        except Exception as exc:  # a failed step fails its requests, never the server
+            for g in list(self._running):
+                self._fail(g, exc)
+            self._running, self._cache = [], BatchCache()
 
     def _admit(self) -> None:
         """Prefill every waiting request that fits: one padded forward for all of them, so the
@@ -224,7 +229,7 @@ class Engine:
         wave: list[Generation] = []
         shared = 0  # the wave's common prompt prefix (0 when its adapters differ)
         while self._pending and len(self._running) + len(wave) < self.max_batch_size:
-            with self._wake:
+            with COMPUTE.cond:
                 gen = self._pending[0]
                 if wave:
                     now_shared = _common_prefix(wave[0], gen, shared)

@@ -9,6 +9,7 @@ memory budget; base models stay. Nothing is evicted while a request still uses i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -16,7 +17,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunery.serve.compute import COMPUTE
 from tunery.serve.engine import Engine
+from tunery.serve.prepack import keeps_packing, packed_bytes, prepack, unpack
 
 log = logging.getLogger("tunery.serve")
 
@@ -81,13 +84,15 @@ def serving_dtype(device: str | None = None):
 
 
 def load_weights(path: Path):
-    """A causal LM from a local folder, on the GPU when there is one, in `serving_dtype()`."""
+    """A causal LM from a local folder, on the GPU when there is one, in `serving_dtype()`, its
+    linears pre-packed for oneDNN when served in bf16 on the CPU (`prepack`: same answers, faster)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=serving_dtype(device))
-    return model.to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=serving_dtype(device)).to(device).eval()
+    prepack(model)
+    return model
 
 
 def load_tokenizer(*folders: Path):
@@ -111,7 +116,7 @@ def stop_token_ids(model, tokenizer) -> set[int]:
 
 
 def _param_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    return sum(p.numel() * p.element_size() for p in model.parameters()) + packed_bytes(model)
 
 
 def _adapter_bytes(folder: Path) -> int:
@@ -177,7 +182,7 @@ class ModelRegistry:
         served = self._bases.get(key)
         if served is None:
             log.info("loading base model %s from %s", name, path)
-            model = load_weights(path)
+            model = COMPUTE.call(load_weights, path)  # torch runs on one thread (compute.py)
             tokenizer = load_tokenizer(path)
             engine = Engine(model, stop_token_ids(model, tokenizer), self.max_batch_size, name=name)
             served = Served(name, engine, None, tokenizer, context_length or _context_of(model))
@@ -192,19 +197,25 @@ class ModelRegistry:
         self._adapter_ids += 1
         adapter = f"ft{self._adapter_ids}"  # peft names become module keys: no dots or colons
         log.info("hot-loading adapter %s for %s from %s", adapter, source.name, source.path)
-        with engine.lock:  # the engine thread is between steps while we swap modules in
+        config = json.loads((source.path / "adapter_config.json").read_text())
+
+        def swap_in() -> None:  # on the compute thread, between two steps
+            if not keeps_packing(config):
+                unpack(engine.model)
             if isinstance(engine.model, PeftModel):
                 engine.model.load_adapter(str(source.path), adapter_name=adapter)
             else:
                 engine.model = PeftModel.from_pretrained(engine.model, str(source.path), adapter_name=adapter)
             engine.model.eval()
+
+        COMPUTE.call(swap_in)
         tokenizer = load_tokenizer(source.path, source.path.parent, source.base_path)
         served = Served(source.name, engine, adapter, tokenizer, base.context_length)
         return _Entry(served, _adapter_bytes(source.path), str(Path(source.base_path).resolve()))
 
     def _load_full(self, source: ModelSource) -> _Entry:
         log.info("loading full fine-tune %s from %s", source.name, source.path)
-        model = load_weights(source.path)
+        model = COMPUTE.call(load_weights, source.path)
         tokenizer = load_tokenizer(source.path, source.path.parent)
         engine = Engine(model, stop_token_ids(model, tokenizer), self.max_batch_size, name=source.name)
         served = Served(source.name, engine, None, tokenizer, source.context_length or _context_of(model))
@@ -233,8 +244,7 @@ class ModelRegistry:
             s.engine.close()
             return
         s.engine.cancel_adapter(s.adapter)
-        with s.engine.lock:
-            s.engine.model.delete_adapter(s.adapter)
+        COMPUTE.call(lambda: s.engine.model.delete_adapter(s.adapter))
 
 
 def _context_of(model) -> int:
