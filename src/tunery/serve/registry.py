@@ -66,7 +66,7 @@ SERVE_DTYPES = ("auto", "float32", "bfloat16")
 def serving_dtype(device: str | None = None):
     """The dtype weights are served in: `TUNERY_SERVE_DTYPE` (auto, float32 or bfloat16). Auto is
     bf16 on GPUs that support it and on CPUs with native bf16 dot products (AVX512-BF16/AMX:
-    measured 1.4x the fp32 tokens/s of 8 concurrent clients, see BENCHMARKS.md), fp32 otherwise
+    measured 2.2x the fp32 tokens/s of 8 concurrent clients with `prepack`, see BENCHMARKS.md), fp32 otherwise
     (emulated bf16 is slower than fp32). A bad value raises ValueError."""
     import torch
 
