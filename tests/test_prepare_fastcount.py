@@ -120,3 +120,62 @@ def test_batches_mixing_chunked_and_other_texts():
         assert counter.lengths(CHUNKED, add_special_tokens) == [
             len(e) for e in tok.encode_batch(CHUNKED, add_special_tokens=add_special_tokens)
         ]
+
+
+# ASCII texts split at ". " into sentences, with the awkward cases: punctuation runs before the
+# split, empty sentences, a text that starts or ends with the split, repeated sentences.
+SENTENCES = [
+    "Review: The acting was superb. Also: it's long. Sentiment: good",
+    "The acting was superb. Also: it's long. The end.",
+    "Wait.. what? Yes. etc.). Next one.",
+    "a . . b. c",
+    ". starts with the split",
+    "ends with the split. ",
+    "no split at all",
+    "Review: The acting was superb. Also: it's long. Sentiment: good",
+    "",
+    "one.two. three",
+]
+
+
+@pytest.mark.parametrize("add_special_tokens", [False, True])
+def test_counting_by_sentence_equals_the_tokenizer(add_special_tokens):
+    tok = byte_level_bpe(bos=True)
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True  # no safety net: the sentence path itself must be exact
+    expected = [len(e) for e in tok.encode_batch(SENTENCES, add_special_tokens=add_special_tokens)]
+    assert counter.lengths(SENTENCES, add_special_tokens) == expected
+    dotted, last = counter.sentences
+    assert "\x00Review: The acting was superb" in dotted and " Also: it's long" not in dotted and "Also: it's long" in dotted
+    hits_before = dotted.misses + last.misses
+    assert counter.lengths(SENTENCES[::-1], add_special_tokens) == expected[::-1]
+    assert dotted.misses + last.misses == hits_before  # every sentence came from the cache
+    assert counter.by_sentence
+
+
+def test_sentence_counting_stops_when_sentences_do_not_repeat(monkeypatch):
+    import tunery.data.fastcount as fastcount
+
+    monkeypatch.setattr(fastcount, "SENTENCE_TRIAL", 10)
+    tok = byte_level_bpe()
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True
+    unique = [f"Sentence number {i}. Another {i * 7}. End {i}" for i in range(12)]  # 3 new sentences per text
+    assert counter.lengths(unique, False) == [len(e) for e in tok.encode_batch(unique, add_special_tokens=False)]
+    assert not counter.by_sentence
+    more = [f"Sentence number {i}. Then {i}" for i in range(12, 20)]
+    assert counter.lengths(more, False) == [len(e) for e in tok.encode_batch(more, add_special_tokens=False)]  # by chunks now
+
+
+def test_the_cache_bound_covers_sentences(monkeypatch):
+    import tunery.data.fastcount as fastcount
+
+    monkeypatch.setattr(fastcount, "MAX_CACHED_PIECES", 5)
+    tok = byte_level_bpe()
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True
+    for batch in (SENTENCES, SENTENCES[::-1]):
+        assert counter.lengths(batch, False) == [len(e) for e in tok.encode_batch(batch, add_special_tokens=False)]
+        assert len(counter.sentences[0]) + len(counter.sentences[1]) <= len(batch) * 4  # cleared before each batch
+    counter.lengths(["x"], False)
+    assert len(counter.sentences[0]) + len(counter.sentences[1]) == 1  # the full caches were cleared

@@ -27,6 +27,11 @@ _WS = "\t\n\x0b\x0c\r "
 ASCII_PATTERN = (
     rf"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
 )
+# Counting by sentence goes on after SENTENCE_TRIAL texts only while fewer than SENTENCE_MISS_RATE
+# new sentences per text were met (a data set of unique sentences pays one more split and one
+# more cache entry per sentence for nothing).
+SENTENCE_TRIAL = 20_000
+SENTENCE_MISS_RATE = 1.0
 MAX_CACHED_PIECES = 100_000  # ~10 MB; the cache starts over when full
 # Pieces never span a single space between two chunks of ASCII text, except inside a run of 3+
 # whitespace characters or a run of 2+ at the very end (there the regex groups the spaces
@@ -61,6 +66,22 @@ class _ChunkCounts(dict):
         return n
 
 
+class _SegmentCounts(dict):
+    """Sentence -> its tokens, from the chunk counts: a text split at ". " is counted as its
+    sentences, each cached whole (one lookup for a sentence seen before, where a chunk lookup per
+    word would be needed). `dotted` keys are followed by the "." the split removed."""
+
+    def __init__(self, chunks: _ChunkCounts, dotted: bool):
+        super().__init__()
+        self.chunks, self.dotted, self.misses = chunks, dotted, 0
+
+    def __missing__(self, segment: str) -> int:
+        self.misses += 1
+        text = segment + "." if self.dotted else segment
+        n = self[segment] = sum(map(self.chunks.__getitem__, text.split(" ")))
+        return n
+
+
 class PieceLengths:
     """`lengths(texts, add_special_tokens)` = `[len(e) for e in tokenizer.encode_batch(...)]`, faster."""
 
@@ -76,6 +97,13 @@ class PieceLengths:
         self.extra = len(tokenizer.encode("", add_special_tokens=True))
         self.pieces: dict[str, int] = {}
         self.chunks = _ChunkCounts(self)
+        # Texts split at ". " are counted sentence by sentence (pieces never span a single space
+        # between two chunks, so any single space is a valid split): data with repeated sentences
+        # (instructions, boilerplate, reused passages) then costs one lookup per sentence. Turned
+        # off for the rest of the run when most sentences are new.
+        self.sentences = (_SegmentCounts(self.chunks, dotted=True), _SegmentCounts(self.chunks, dotted=False))
+        self.by_sentence = True
+        self._sentence_texts = 0  # texts counted by sentence so far
         self.verified = False
         self.enabled = True
 
@@ -119,9 +147,11 @@ class PieceLengths:
         if not self.enabled:
             return self._encoded(texts, add_special_tokens)
         extra = self.extra if add_special_tokens else 0
-        if len(self.pieces) + len(self.chunks) > MAX_CACHED_PIECES:
+        if len(self.pieces) + len(self.chunks) + len(self.sentences[0]) + len(self.sentences[1]) > MAX_CACHED_PIECES:
             self.pieces.clear()
             self.chunks.clear()
+            self.sentences[0].clear()
+            self.sentences[1].clear()
         # The tests that send a text elsewhere run once on the whole batch joined (C scans);
         # NUL joins the texts: not whitespace, so no whitespace pair spans two texts.
         joined = FIRST.join(texts)
@@ -131,9 +161,12 @@ class PieceLengths:
             and not _maybe_risky(joined)
             and not any(c in joined for c in self.added_starts)
         ):
-            # ASCII texts: one cached lookup per space-separated chunk, the first one marked
-            get = self.chunks.__getitem__
-            out = [extra + sum(map(get, (FIRST + t).split(" "))) if t.isascii() else None for t in texts]
+            # ASCII texts: one cached lookup per sentence or per space-separated chunk, the first one marked
+            if self.by_sentence:
+                out = self._by_sentence(texts, extra)
+            else:
+                get = self.chunks.__getitem__
+                out = [extra + sum(map(get, (FIRST + t).split(" "))) if t.isascii() else None for t in texts]
             slow = [] if joined.isascii() else [i for i, n in enumerate(out) if n is None]
         else:
             out, slow = [None] * len(texts), range(len(texts))
@@ -145,6 +178,24 @@ class PieceLengths:
                 self.enabled = False  # this tokenizer splits differently: always encode
                 return self._encoded(texts, add_special_tokens)
         return out  # type: ignore[return-value]
+
+    def _by_sentence(self, texts: list[str], extra: int) -> list[int | None]:
+        dotted, last = self.sentences
+        get_dotted, get_last = dotted.__getitem__, last.__getitem__
+        before = dotted.misses + last.misses
+        out: list[int | None] = []
+        for t in texts:
+            if t.isascii():
+                parts = (FIRST + t).split(". ")
+                end = parts.pop()
+                out.append(extra + sum(map(get_dotted, parts)) + get_last(end))
+            else:
+                out.append(None)
+        self._sentence_texts += len(texts)
+        misses = dotted.misses + last.misses
+        if self._sentence_texts >= SENTENCE_TRIAL and misses > SENTENCE_MISS_RATE * self._sentence_texts:
+            self.by_sentence = False  # sentences rarely repeat here: the per-chunk path costs less
+        return out
 
     def _slow(self, texts: list[str], which: Iterable[int], extra: int, add_special_tokens: bool, out: list) -> None:
         """Texts the batch checks sent here: a whitespace check, then chunks, regex pieces or encoding."""
