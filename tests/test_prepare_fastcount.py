@@ -163,6 +163,7 @@ def test_sentence_counting_stops_when_sentences_do_not_repeat(monkeypatch):
     unique = [f"Sentence number {i}. Another {i * 7}. End {i}" for i in range(12)]  # 3 new sentences per text
     assert counter.lengths(unique, False) == [len(e) for e in tok.encode_batch(unique, add_special_tokens=False)]
     assert not counter.by_sentence
+    assert not counter.sentences[0] and not counter.sentences[1]  # their memory is given back
     more = [f"Sentence number {i}. Then {i}" for i in range(12, 20)]
     assert counter.lengths(more, False) == [len(e) for e in tok.encode_batch(more, add_special_tokens=False)]  # by chunks now
 
@@ -179,3 +180,12 @@ def test_the_cache_bound_covers_sentences(monkeypatch):
         assert len(counter.sentences[0]) + len(counter.sentences[1]) <= len(batch) * 4  # cleared before each batch
     counter.lengths(["x"], False)
     assert len(counter.sentences[0]) + len(counter.sentences[1]) == 1  # the full caches were cleared
+
+
+def test_long_sentences_are_counted_but_not_kept():
+    tok = byte_level_bpe()
+    counter = PieceLengths.for_tokenizer(tok)
+    counter.verified = True
+    texts = ["Short one. " + "word " * 100 + "end", "Short one. x"]
+    assert counter.lengths(texts, False) == [len(e) for e in tok.encode_batch(texts, add_special_tokens=False)]
+    assert "\x00Short one" in counter.sentences[0] and list(counter.sentences[1]) == ["x"]

@@ -32,6 +32,7 @@ ASCII_PATTERN = (
 # more cache entry per sentence for nothing).
 SENTENCE_TRIAL = 20_000
 SENTENCE_MISS_RATE = 1.0
+MAX_SENTENCE_CHARS = 256  # longer ones are counted but not kept: the cache stays small whatever the data
 MAX_CACHED_PIECES = 100_000  # ~10 MB; the cache starts over when full
 # Pieces never span a single space between two chunks of ASCII text, except inside a run of 3+
 # whitespace characters or a run of 2+ at the very end (there the regex groups the spaces
@@ -78,7 +79,9 @@ class _SegmentCounts(dict):
     def __missing__(self, segment: str) -> int:
         self.misses += 1
         text = segment + "." if self.dotted else segment
-        n = self[segment] = sum(map(self.chunks.__getitem__, text.split(" ")))
+        n = sum(map(self.chunks.__getitem__, text.split(" ")))
+        if len(segment) <= MAX_SENTENCE_CHARS:
+            self[segment] = n
         return n
 
 
@@ -195,6 +198,8 @@ class PieceLengths:
         misses = dotted.misses + last.misses
         if self._sentence_texts >= SENTENCE_TRIAL and misses > SENTENCE_MISS_RATE * self._sentence_texts:
             self.by_sentence = False  # sentences rarely repeat here: the per-chunk path costs less
+            dotted.clear()
+            last.clear()
         return out
 
     def _slow(self, texts: list[str], which: Iterable[int], extra: int, add_special_tokens: bool, out: list) -> None:
