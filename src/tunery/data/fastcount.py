@@ -4,7 +4,9 @@ A byte-level BPE tokenizer (GPT-2, SmolLM2, Llama 3, Qwen2...) first splits text
 regex, then merges each piece on its own: a text's token count is the sum of its pieces'
 counts. So counting only needs each *distinct* piece encoded once (a few tens of thousands for
 a large English data set) instead of every token; the rest is a regex split and dict lookups,
-or for most ASCII text just `str.split(" ")` and lookups of whole space-separated chunks.
+or for most ASCII text just `str.split(" ")` and lookups of whole space-separated chunks, or,
+where sentences repeat (templated prompts, fixed instructions, reused passages), one lookup per
+whole sentence.
 
 Used only when the tokenizer is exactly that shape (no normalizer, a ByteLevel pre-tokenizer
 with its regex and no prefix space, BPE without dropout); texts containing an added token
