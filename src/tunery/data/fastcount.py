@@ -187,7 +187,6 @@ class PieceLengths:
     def _by_sentence(self, texts: list[str], extra: int) -> list[int | None]:
         dotted, last = self.sentences
         get_dotted, get_last = dotted.__getitem__, last.__getitem__
-        before = dotted.misses + last.misses
         out: list[int | None] = []
         for t in texts:
             if t.isascii():
