@@ -120,3 +120,26 @@ def test_engine_scoring_applies_one_adapter_to_every_row(configs):
             assert model.active_adapter == adapters[0]  # peft's active adapter is restored
     finally:
         engine.close()
+
+
+def test_siblings_share_their_down_projection_only_for_the_same_input():
+    """q/k/v take one matmul for their down-projections when called with the same tensor; a sibling
+    called with another input (any architecture that reuses the names) still gets its own delta."""
+    model = _tiny_peft(CONFIGS)
+    lora = MultiLoRA()
+    assert lora.sync(model)
+    attn = model.base_model.model.model.layers[0].self_attn
+    group = attn.q_proj._tunery_stack.group
+    assert group is not None and attn.k_proj._tunery_stack.group is group and attn.v_proj._tunery_stack.group is group
+    x, other = torch.randn(3, 2, 64), torch.randn(3, 2, 64)
+    rows = ["ada", "cy", None]
+    names = [a or "__base__" for a in rows]
+    with torch.inference_mode():
+        with lora.rows(rows, x.device):
+            got = [attn.q_proj(x), attn.k_proj(x), attn.k_proj(other), attn.v_proj(other), attn.v_proj(x)]
+        want = [attn.q_proj(x, adapter_names=names), attn.k_proj(x, adapter_names=names),
+                attn.k_proj(other, adapter_names=names), attn.v_proj(other, adapter_names=names), attn.v_proj(x, adapter_names=names)]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    assert (want[1] - want[2]).abs().max() > 1e-2  # the two inputs really give different answers
+    assert group.x is None  # leaving the block drops the held input
