@@ -341,7 +341,7 @@ def test_mixed_adapters_in_one_batch_match_each_alone(folders, tok, fp32_serving
         reg.close()
 
 
-def test_a_shared_prefix_is_shared_only_by_rows_of_the_same_adapter(folders, tok, fp32_serving):
+def test_a_shared_prefix_runs_once_per_adapter(folders, tok, fp32_serving):
     base, loras = folders
     reg = ModelRegistry(budget_bytes=10**9)
     try:
@@ -359,7 +359,16 @@ def test_a_shared_prefix_is_shared_only_by_rows_of_the_same_adapter(folders, tok
         expected = [peft_greedy(base, loras[0], prompts[0], 8), peft_greedy(base, loras[1], prompts[1], 8),
                     hf_greedy(AutoModelForCausalLM.from_pretrained(base), prompts[2], 8)]
         assert [g.generated for g in gens] == expected
-        assert shapes[0][0] == 3  # adapters differ: no shared prefix, one padded prefill
+        assert shapes[0][0] == 3  # every row its own adapter: sharing saves nothing, one padded prefill
+        # two rows of a, two of b, one base: the prefix runs once for each of the three
+        order = [a.adapter, b.adapter, a.adapter, None, b.adapter]
+        mixed = [(ids(tok, SYSTEM + PROMPTS[i % 3]), greedy(8), name) for i, name in enumerate(order)]
+        gens, shapes = queued_wave(a.engine, tok, mixed)
+        shared = len(os.path.commonprefix([p for p, _, _ in mixed]))
+        assert shapes[0] == (3, shared) and shapes[1] == (5, max(len(p) for p, _, _ in mixed) - shared)
+        plain = AutoModelForCausalLM.from_pretrained(base)
+        want = [peft_greedy(base, loras[0] if n == a.adapter else loras[1], p, 8) if n else hf_greedy(plain, p, 8) for p, _, n in mixed]
+        assert [g.generated for g in gens] == want
     finally:
         reg.close()
 

@@ -3,7 +3,8 @@
 The serving process's compute thread (`compute.py`) runs its steps. Between two decoding steps it
 admits waiting requests (prefilling them together in one left-padded forward and merging their KV
 cache into the running batch; a prompt prefix the whole wave shares, such as a system prompt or
-few-shot examples, is computed once and its keys/values shared by every row), then runs one step
+few-shot examples, is computed once per adapter and its keys/values shared by that adapter's rows),
+then runs one step
 for every running sequence at once, samples each row with its own parameters, and drops the rows
 that finished or were cancelled. Rows may use different LoRA adapters of the same base: the batched
 multi-LoRA step (`multilora.py`) applies each row's adapter inside one forward pass.
@@ -228,7 +229,7 @@ class Engine:
         """Prefill every waiting request that fits: one padded forward for all of them, so the
         running rows stall once per wave of arrivals rather than once per request."""
         wave: list[Generation] = []
-        shared = 0  # the wave's common prompt prefix (0 when its adapters differ)
+        shared = 0  # the wave's common prompt prefix
         while self._pending and len(self._running) + len(wave) < self.max_batch_size:
             with COMPUTE.cond:
                 gen = self._pending[0]
@@ -236,7 +237,8 @@ class Engine:
                     now_shared = _common_prefix(wave[0], gen, shared)
                     longest = max([len(gen.prompt_ids), *(len(g.prompt_ids) for g in wave)])
                     saved = now_shared if now_shared >= MIN_SHARED_PREFIX else 0
-                    if saved + (len(wave) + 1) * (longest - saved) > MAX_PREFILL_TOKENS:
+                    heads = len({g.adapter for g in wave} | {gen.adapter})  # the prefix runs once per adapter
+                    if saved * heads + (len(wave) + 1) * (longest - saved) > MAX_PREFILL_TOKENS:
                         break  # the rest waits for the next wave (bounded memory and stall)
                 self._pending.popleft()
             if gen.cancelled.is_set():
@@ -297,18 +299,29 @@ class Engine:
 
     def _prefill_rows(self, gens: list[Generation], shared: int):
         """(last-position logits, cache, mask) of `gens`' prompts. The first `shared` tokens, common
-        to every prompt (and the same adapter), run once; each row's keys/values for them are
-        views of that one copy, and its own tokens follow, left-padded to the longest:
-        `[shared prefix][padding][own tokens]`, the mask marking the padding."""
+        to every prompt, run once per adapter (its keys/values depend on the adapter), one row each
+        in one forward; each row's keys/values for them come from its adapter's copy, and its own
+        tokens follow, left-padded to the longest: `[shared prefix][padding][own tokens]`, the mask
+        marking the padding. Without two rows of one adapter nothing would be saved: no prefix."""
         device = self.device
         adapters = [g.adapter for g in gens]
+        heads = list(dict.fromkeys(adapters))  # the wave's adapters, in order of first use
+        if len(heads) == len(gens):
+            shared = 0
         cache = BatchCache.new_single()
         if shared:
-            head = torch.tensor([gens[0].prompt_ids[:shared]], device=device)
-            self._forward(head, torch.ones_like(head), torch.arange(shared, device=device)[None], cache, adapters[:1])
-            for layer in cache.layers:  # views, not copies: the next forward's cat makes the rows
-                layer.keys = layer.keys.expand(len(gens), -1, -1, -1)
-                layer.values = layer.values.expand(len(gens), -1, -1, -1)
+            head = torch.tensor([gens[0].prompt_ids[:shared]] * len(heads), device=device)
+            positions = torch.arange(shared, device=device)[None].expand(len(heads), -1)
+            self._forward(head, torch.ones_like(head), positions, cache, heads)
+            if len(heads) == 1:  # views, not copies: the next forward's cat makes the rows
+                for layer in cache.layers:
+                    layer.keys = layer.keys.expand(len(gens), -1, -1, -1)
+                    layer.values = layer.values.expand(len(gens), -1, -1, -1)
+            else:
+                row_head = torch.tensor([heads.index(a) for a in adapters], device=device)
+                for layer in cache.layers:
+                    layer.keys = layer.keys.index_select(0, row_head)
+                    layer.values = layer.values.index_select(0, row_head)
         tails = [g.prompt_ids[shared:] for g in gens]
         longest = max(len(t) for t in tails)
         ids = torch.zeros(len(gens), longest, dtype=torch.long)
@@ -375,11 +388,8 @@ class Engine:
 
 
 def _common_prefix(first: Generation, gen: Generation, limit: int) -> int:
-    """How many leading prompt tokens (at most `limit`) `gen` shares with `first`; 0 when their
-    adapters differ (a prefix's keys/values depend on the adapter). Each prompt keeps at least its
-    last token, whose logits start its answer."""
-    if gen.adapter != first.adapter:
-        return 0
+    """How many leading prompt tokens (at most `limit`) `gen` shares with `first`. Each prompt keeps
+    at least its last token, whose logits start its answer."""
     limit = min(limit, len(gen.prompt_ids) - 1, len(first.prompt_ids) - 1)
     a, b = first.prompt_ids, gen.prompt_ids
     n = 0
