@@ -129,8 +129,9 @@ def test_siblings_share_their_down_projection_only_for_the_same_input():
     lora = MultiLoRA()
     assert lora.sync(model)
     attn = model.base_model.model.model.layers[0].self_attn
-    group = attn.q_proj._tunery_stack.group
-    assert group is not None and attn.k_proj._tunery_stack.group is group and attn.v_proj._tunery_stack.group is group
+    stacks = lora._all.stacks
+    group = stacks[id(attn.q_proj)].group
+    assert group is not None and stacks[id(attn.k_proj)].group is group and stacks[id(attn.v_proj)].group is group
     x, other = torch.randn(3, 2, 64), torch.randn(3, 2, 64)
     rows = ["ada", "cy", None]
     names = [a or "__base__" for a in rows]
@@ -143,3 +144,26 @@ def test_siblings_share_their_down_projection_only_for_the_same_input():
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
     assert (want[1] - want[2]).abs().max() > 1e-2  # the two inputs really give different answers
     assert group.x is None  # leaving the block drops the held input
+
+
+def test_a_step_reads_only_the_adapters_its_rows_use():
+    """With three adapters loaded, a batch of one or two of them runs on stacks with just their
+    columns (kept while the set holds), and answers as peft does."""
+    model = _tiny_peft(CONFIGS)
+    lora = MultiLoRA()
+    assert lora.sync(model)
+    q = model.base_model.model.model.layers[0].self_attn.q_proj  # ada r=4 and bea r=8: padded to 8 per slot
+    ids = torch.randint(0, 101, (3, 6))
+    with torch.inference_mode():
+        for rows, columns in ((["bea", None, "bea"], 8), (["ada", "cy", "ada"], 16), (["ada", "bea", "cy"], 24)):
+            with lora.rows(rows, ids.device):
+                assert lora._layout.stacks[id(q)].A.shape[1] == columns
+                batched = model(input_ids=ids).logits
+            expected = model(input_ids=ids, adapter_names=[a or "__base__" for a in rows]).logits
+            torch.testing.assert_close(batched, expected, rtol=1e-4, atol=1e-4)
+        with lora.rows(["ada", None], ids.device):
+            first = lora._layout
+        with lora.rows([None, "ada"], ids.device):
+            assert lora._layout is first  # the same subset: the copy is reused
+        with lora.rows(["ada", "bea", "cy"], ids.device):
+            assert lora._layout is lora._all  # every loaded adapter: no copy
