@@ -186,7 +186,7 @@ def run(work: Path) -> str:
         register_fine_tune(home, key, name, folder)
 
     dtypes = ["float32", "bfloat16"]
-    runs: dict[str, list[dict]] = {k: [] for k in ("generate float32", "generate bfloat16", "tunery float32", f"tunery {served}", "mixed")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("generate float32", "generate bfloat16", "tunery float32", f"tunery {served}", "one adapter", "mixed")}
     # One server in the dtype `tunery serve` picks on this machine, and one in fp32 for the
     # same-precision comparison; both stay up, and idle while another setup runs.
     servers = {dt: ServerProcess(home, args=("--no-worker",), env={"TUNERY_SERVE_DTYPE": dt}) for dt in dict.fromkeys(["float32", served])}
@@ -202,6 +202,8 @@ def run(work: Path) -> str:
             for dt, srv in servers.items():
                 print(f"round {r + 1}/{ROUNDS}: tunery {dt}, {CLIENTS} clients, {n} requests, base model", flush=True)
                 runs[f"tunery {dt}"].append(asyncio.run(load(srv.base_url, key, [(resolved.name, c) for c in convs])))
+            print(f"round {r + 1}/{ROUNDS}: tunery {served}, {CLIENTS} clients, {n} requests, one adapter of the {ADAPTERS} loaded", flush=True)
+            runs["one adapter"].append(asyncio.run(load(servers[served].base_url, key, [(names[0], c) for c in convs])))
             print(f"round {r + 1}/{ROUNDS}: tunery {served}, {CLIENTS} clients, {n} requests, {ADAPTERS} adapters mixed", flush=True)
             runs["mixed"].append(asyncio.run(load(servers[served].base_url, key, [(names[i % ADAPTERS], c) for i, c in enumerate(convs)])))
     finally:
@@ -222,6 +224,7 @@ def run(work: Path) -> str:
 
     rows = [(f"transformers `generate` {dt}, one request at a time", med[f"generate {dt}"], gen_ttft(med[f"generate {dt}"])) for dt in dtypes]
     rows += [(f"tunery serve {dt}, {CLIENTS} clients, base model", med[f"tunery {dt}"], srv_ttft(med[f"tunery {dt}"])) for dt in servers]
+    rows.append((f"tunery serve {served}, {CLIENTS} clients, one adapter ({ADAPTERS} loaded)", med["one adapter"], srv_ttft(med["one adapter"])))
     rows.append((f"tunery serve {served}, {CLIENTS} clients, {ADAPTERS} adapters mixed", mixed, srv_ttft(mixed)))
     lines = [
         f"Packaged {resolved.name} on the CPU, chat prompts of {min(prompt_lens)}-{max(prompt_lens)} tokens (mean {statistics.mean(prompt_lens):.0f}), "
@@ -253,7 +256,9 @@ def run(work: Path) -> str:
         f"- Per round, the server's tokens/s over the same round's faster baseline: "
         f"{', '.join(f'{a:.1f}x' for a in (runs[f'tunery {served}'][r]['tps'] / max(runs[f'generate {dt}'][r]['tps'] for dt in dtypes) for r in range(ROUNDS)))}.",
         f"- Mixing {ADAPTERS} adapters in the batch costs **{cost * 100:.0f}%** of the base-only throughput (target < 20%: {'met' if cost < 0.2 else 'NOT met'}); "
-        f"per round (mixed vs the same round's base-only): {', '.join(f'{c * 100:.0f}%' for c in round_costs)}.",
+        f"per round (mixed vs the same round's base-only): {', '.join(f'{c * 100:.0f}%' for c in round_costs)}. "
+        f"One adapter in use while {ADAPTERS} are loaded costs {(1 - med['one adapter']['tps'] / single['tps']) * 100:.0f}% "
+        "(a step reads only the adapters its rows use, `tunery.serve.multilora`).",
         "- Baseline TTFT 'alone' is prefill + one token with nothing ahead; '8 queued' is what 8 clients served one at a time would see.",
         "- The prompts have no system message, so SmolLM2's template adds its default one: requests that arrive "
         "together share that prefix, and Tunery's prefill computes it once per adapter in the wave (`tunery.serve.engine`); a one-at-a-time "
