@@ -4,10 +4,10 @@ The serving process's compute thread (`compute.py`) runs its steps. Between two 
 admits waiting requests (prefilling them together in one left-padded forward and merging their KV
 cache into the running batch; a prompt prefix the whole wave shares, such as a system prompt or
 few-shot examples, is computed once per adapter and its keys/values shared by that adapter's rows),
-then runs one step
-for every running sequence at once, samples each row with its own parameters, and drops the rows
-that finished or were cancelled. Rows may use different LoRA adapters of the same base: the batched
-multi-LoRA step (`multilora.py`) applies each row's adapter inside one forward pass.
+then runs one step for every running sequence at once, samples each row with its own parameters,
+and drops the rows that finished or were cancelled. Rows may use different LoRA adapters of the
+same base: the batched multi-LoRA step (`multilora.py`) applies each row's adapter inside one
+forward pass.
 
 The asyncio side talks to it through `Engine.submit`, which returns a `Generation` whose events
 arrive on an asyncio queue (thread-safe hand-off with `call_soon_threadsafe`).

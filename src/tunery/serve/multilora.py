@@ -68,7 +68,7 @@ class _Stack:
         cols = torch.cat([torch.arange((s - 1) * self.rank, s * self.rank) for s in slots]).to(self.A.device)
         new = object.__new__(_Stack)
         new.rank, new.group, new.member = self.rank, None, 0
-        new.A, new.B = self.A.index_select(1, cols), self.B.index_select(0, cols).contiguous()
+        new.A, new.B = self.A.index_select(1, cols), self.B.index_select(0, cols)
         new.col_slot, new.col_scale = self.col_slot[cols], self.col_scale[cols]
         new.key = (self.key, slots)
         return new
@@ -152,6 +152,7 @@ class MultiLoRA:
         self._idx: torch.Tensor | None = None  # the current step's slot per row, None = off
         self._masks: dict[tuple, torch.Tensor] = {}  # this step's row masks, by column layout
         self._token_masks: dict[tuple, torch.Tensor] = {}  # ... side by side and per token, by layouts and tokens
+        self._siblings: list[list[int]] = []  # ids of LoRA layers that take the same input
         self._all: _Layout | None = None  # every loaded adapter
         self._some: tuple[tuple[int, ...], _Layout] | None = None  # the last subset a step used
         self._layout: _Layout | None = None  # this step's
