@@ -41,9 +41,10 @@ def _alone(model, ids, adapter):
     return model(input_ids=ids).logits
 
 
-def test_mixed_batch_equals_each_adapter_alone():
+@pytest.mark.parametrize("tokens", [7, 1])  # a prompt (each adapter over its own rows) and a decoding step (masked)
+def test_mixed_batch_equals_each_adapter_alone(tokens):
     model = _tiny_peft(CONFIGS)
-    ids = torch.randint(0, 101, (5, 7))
+    ids = torch.randint(0, 101, (5, tokens))
     rows = ["bea", None, "ada", "cy", "ada"]
     lora = MultiLoRA()
     with torch.inference_mode():

@@ -9,6 +9,11 @@ zero-padded to the largest (exact) — and a step is `base(x) + ((x @ A) * mask)
 zeros). Two plain matmuls and one multiply per layer, whatever the mix, with no per-row gather of
 adapter weights: each adapter's weights are read once per step, not once per row.
 
+That is the decoding step (a few rows, memory-bound: every adapter's weights read once). A prompt
+forward of several adapters is compute-bound instead, and the masked product would spend most of
+its flops on other adapters' columns: there each adapter's rows are gathered and take only their
+own columns (punica's SGMV to the decoding step's BGMV).
+
 A step reads only the adapters its rows use: when they are at most half of the loaded ones (one
 fine-tune in use, others idle in the cache), the step runs on a copy of the stacks with just their
 columns, kept until the set changes. Without it every step would read every loaded adapter.
@@ -60,6 +65,7 @@ class _Stack:
         self.col_scale = scale.repeat_interleave(rank)
         # Layers with the same column layout share one mask per step.
         self.key = (rank, dtype, tuple(scale.tolist()))
+        self.cols = {i + 1: (i * rank, (i + 1) * rank, float(scale[i])) for i in range(n)}  # slot -> its columns, scale
         self.group: _Group | None = None
         self.member = 0
 
@@ -70,6 +76,7 @@ class _Stack:
         new.rank, new.group, new.member = self.rank, None, 0
         new.A, new.B = self.A.index_select(1, cols), self.B.index_select(0, cols)
         new.col_slot, new.col_scale = self.col_slot[cols], self.col_scale[cols]
+        new.cols = {s: (i * self.rank, (i + 1) * self.rank, self.cols[s][2]) for i, s in enumerate(slots)}
         new.key = (self.key, slots)
         return new
 
@@ -187,6 +194,8 @@ class MultiLoRA:
         slots = [self._slots[a] if a else 0 for a in adapters]
         self._idx = None if not any(slots) else torch.tensor(slots, device=device)
         used = tuple(sorted(set(slots) - {0}))
+        self._used, self._segments = used, {}
+        self._rows_of = {s: [i for i, slot in enumerate(slots) if slot == s] for s in used}
         if 2 * len(used) > len(self._slots):  # most of them: reading a few idle columns beats a copy
             self._layout = self._all
         elif used:
@@ -225,13 +234,40 @@ class MultiLoRA:
             return group.deltas[st.member]  # a sibling already computed it from this very input
         x2 = x.reshape(-1, x.shape[-1])
         tokens = x2.shape[0] // self._idx.shape[0]
-        if group is None:
+        if tokens > 1 and len(self._used) > 1:
+            # A prompt of several adapters: the masked product would spend most of its (now
+            # compute-bound) flops on other adapters' columns; each adapter's rows take their own.
+            deltas = self._by_adapter([st] if group is None else group.stacks, x2, tokens)
+        elif group is None:
             h = torch.mm(x2.to(st.A.dtype), st.A).mul_(self._mask(st.key, [st], tokens))
             return torch.mm(h, st.B)
-        h = torch.mm(x2.to(group.A.dtype), group.A).mul_(self._mask(group.key, group.stacks, tokens))
-        group.deltas = [torch.mm(h[:, a:b], s.B) for (a, b), s in zip(group.spans, group.stacks)]
-        group.x = x
-        return group.deltas[st.member]
+        else:
+            h = torch.mm(x2.to(group.A.dtype), group.A).mul_(self._mask(group.key, group.stacks, tokens))
+            deltas = [torch.mm(h[:, a:b], s.B) for (a, b), s in zip(group.spans, group.stacks)]
+        if group is None:
+            return deltas[0]
+        group.deltas, group.x = deltas, x
+        return deltas[st.member]
+
+    def _by_adapter(self, stacks: list[_Stack], x2: torch.Tensor, tokens: int) -> list[torch.Tensor]:
+        """Every stack's delta, computed per adapter over that adapter's rows only (base rows: 0)."""
+        segments = self._segments.get(tokens)
+        if segments is None:  # per adapter: the flattened rows of its batch rows' tokens
+            steps = torch.arange(tokens, device=x2.device)
+            segments = self._segments[tokens] = [
+                (slot, (torch.tensor(rows, device=x2.device)[:, None] * tokens + steps).flatten())
+                for slot, rows in self._rows_of.items()
+            ]
+        dtype = stacks[0].A.dtype
+        out = [x2.new_zeros(x2.shape[0], st.B.shape[1], dtype=dtype) for st in stacks]
+        for slot, index in segments:
+            xs = x2.index_select(0, index).to(dtype)
+            for st, delta in zip(stacks, out):
+                start, end, scale = st.cols[slot]
+                if scale:  # 0: this adapter has no LoRA on this linear
+                    h = torch.mm(xs, st.A[:, start:end]).mul_(scale)
+                    delta.index_copy_(0, index, torch.mm(h, st.B[start:end]))
+        return out
 
     _active = False
 
