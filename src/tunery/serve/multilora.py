@@ -195,7 +195,6 @@ class MultiLoRA:
         self._idx = None if not any(slots) else torch.tensor(slots, device=device)
         used = tuple(sorted(set(slots) - {0}))
         self._used, self._segments = used, {}
-        self._rows_of = {s: [i for i, slot in enumerate(slots) if slot == s] for s in used}
         if 2 * len(used) > len(self._slots):  # most of them: reading a few idle columns beats a copy
             self._layout = self._all
         elif used:
@@ -240,13 +239,12 @@ class MultiLoRA:
             deltas = self._by_adapter([st] if group is None else group.stacks, x2, tokens)
         elif group is None:
             h = torch.mm(x2.to(st.A.dtype), st.A).mul_(self._mask(st.key, [st], tokens))
-            return torch.mm(h, st.B)
+            deltas = [torch.mm(h, st.B)]
         else:
             h = torch.mm(x2.to(group.A.dtype), group.A).mul_(self._mask(group.key, group.stacks, tokens))
             deltas = [torch.mm(h[:, a:b], s.B) for (a, b), s in zip(group.spans, group.stacks)]
-        if group is None:
-            return deltas[0]
-        group.deltas, group.x = deltas, x
+        if group is not None:
+            group.deltas, group.x = deltas, x
         return deltas[st.member]
 
     def _by_adapter(self, stacks: list[_Stack], x2: torch.Tensor, tokens: int) -> list[torch.Tensor]:
@@ -255,8 +253,7 @@ class MultiLoRA:
         if segments is None:  # per adapter: the flattened rows of its batch rows' tokens
             steps = torch.arange(tokens, device=x2.device)
             segments = self._segments[tokens] = [
-                (slot, (torch.tensor(rows, device=x2.device)[:, None] * tokens + steps).flatten())
-                for slot, rows in self._rows_of.items()
+                (slot, ((self._idx == slot).nonzero()[:, :1] * tokens + steps).flatten()) for slot in self._used
             ]
         dtype = stacks[0].A.dtype
         out = [x2.new_zeros(x2.shape[0], st.B.shape[1], dtype=dtype) for st in stacks]
