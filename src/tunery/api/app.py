@@ -10,7 +10,8 @@ uploaded `fine-tune` files off the request path (`tunery.store.validation`).
 Background work: on start the lifespan re-queues file checks the last run did not finish and
 sweeps what a crash or an abandoned upload left (old temp files, parts of expired uploads), then,
 when `worker=True`, calls `tunery.jobs.worker.start(store)`; if that returns an object with a
-`stop()` method it is called on shutdown (before the database is closed). The worker must not block: it runs its own threads/subprocesses.
+`stop()` method it is called on shutdown (before the database is closed). The worker must not
+block: it runs its own threads/subprocesses.
 """
 
 from __future__ import annotations
