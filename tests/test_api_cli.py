@@ -46,7 +46,7 @@ def test_bad_file_exits_1_naming_the_line(api_server, tmp_path):
     path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n')
     r = tunery(api_server, "files", "create", str(path))
     assert r.returncode == 1
-    assert r.stderr.strip().endswith("Invalid file format. Line 2: 'completion' must be a string")
+    assert r.stderr.strip().endswith("Invalid file format. Line 2, completion: the example has no `completion`: nothing to train on (`tunery prepare` removes such rows)")
     assert json.loads(r.stdout)["status"] == "error"
     missing = tunery(api_server, "files", "create", str(tmp_path / "nope.jsonl"))
     assert (missing.returncode, missing.stderr.strip()) == (2, f"error: {tmp_path / 'nope.jsonl'}: no such file")

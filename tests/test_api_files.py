@@ -48,10 +48,52 @@ def test_bad_fine_tune_file_is_stored_with_status_error_naming_the_line(openai_c
     f = openai_client.files.create(file=("bad.jsonl", jsonl(records)), purpose="fine-tune")
     spec.validate("OpenAIFile", f.model_dump(exclude_unset=True))
     assert f.status == "error"
-    assert f.status_details == "Invalid file format. Line 4: the example has no assistant message (messages)"
+    assert f.status_details == "Invalid file format. Line 4, messages: the example has no assistant message"
     broken = openai_client.files.create(file=("broken.jsonl", GOOD + b"{oops\n"), purpose="fine-tune")
     assert broken.status == "error"
-    assert broken.status_details.startswith("Invalid file format. Line 13: not valid JSON")
+    assert broken.status_details.startswith("Invalid file format. Line 13: invalid JSON (Expecting property name")
+
+
+LEGACY_ROWS = [{"prompt": f"Review {i}: fine ->", "completion": f" {i % 5 + 1} stars\n"} for i in range(12)]
+NO_COMPLETION = "the example has no `completion`: nothing to train on (`tunery prepare` removes such rows)"
+
+
+@pytest.mark.parametrize(
+    ("data", "details"),
+    [
+        (jsonl(LEGACY_ROWS[:5] + [{"prompt": "no answer ->"}] + LEGACY_ROWS[5:]), f"Line 6, completion: {NO_COMPLETION}"),
+        (jsonl(LEGACY_ROWS[:2] + [{"prompt": ["a", "list"], "completion": " x"}]), "Line 3, prompt: `prompt` must be a string, not list"),
+        (jsonl(LEGACY_ROWS[:3] + [{"prompt": "q ->", "completion": 4}]), "Line 4, completion: `completion` must be a string, not int"),
+        (jsonl(LEGACY_ROWS[:1] + [{"prompt": "q ->", "completion": ""}]), "Line 2, completion: the example has an empty `completion`: nothing to train on (`tunery prepare` removes such rows)"),
+        (jsonl(LEGACY_ROWS[:7]) + b'{"prompt": "q ->", "completion": " x"\n', "Line 8: invalid JSON (Expecting ',' delimiter at column 38)"),
+        (jsonl(LEGACY_ROWS[:2]) + b"\n\n" + jsonl([[1, 2]]), "Line 5: the line must be a JSON object, not list"),
+        (jsonl(LEGACY_ROWS[:2] + chat_examples(1)), "Line 3: a chat example in a file that starts with prompt/completion examples (line 1); use one format per file"),
+        (jsonl([{"Prompt": "q", "Completion": " a"}]), "Line 1: unknown format: expected 'messages' (chat), 'prompt'/'completion' (prompt/completion) or 'input'/'preferred_output'/'non_preferred_output' (DPO)"),
+        (b"\n \n", "The file has no examples: expected one JSON object per line"),
+        (jsonl(LEGACY_ROWS[:2]) + "{\"prompt\": \"caf\u00e9\", \"completion\": \" x\"}\n".encode("latin-1"), "Line 3: the line is not valid UTF-8 (byte 16 of the line); save the file as UTF-8"),
+    ],
+    ids=["missing-completion", "list-prompt", "number-completion", "empty-completion", "bad-json", "not-an-object", "mixed", "unknown-keys", "empty", "latin-1"],
+)
+def test_broken_legacy_files_are_marked_error_naming_the_line_and_field(openai_client, spec, data, details):
+    f = openai_client.files.create(file=("legacy.jsonl", data), purpose="fine-tune")
+    spec.validate("OpenAIFile", f.model_dump(exclude_unset=True))
+    assert (f.status, f.status_details) == ("error", f"Invalid file format. {details}")
+    assert openai_client.files.retrieve(f.id).status_details == f.status_details
+    assert openai_client.files.content(f.id).content == data  # stored as uploaded: nothing is lost
+
+
+def test_good_legacy_files_are_processed(openai_client):
+    for rows in (LEGACY_ROWS, [{"prompt": "", "completion": " once upon a time"}, {"completion": " the end"}], [{**r, "id": i} for i, r in enumerate(LEGACY_ROWS)]):
+        f = openai_client.files.create(file=("legacy.jsonl", jsonl(rows)), purpose="fine-tune")
+        assert (f.status, f.status_details) == ("processed", None)
+
+
+def test_big_broken_legacy_file_is_checked_after_the_answer(openai_client):
+    rows = [{"prompt": "x" * 4000 + " ->", "completion": " y\n"}] * 1200  # ~4.8 MB: over the inline-check size
+    data = jsonl(rows + [{"prompt": "last ->", "completion": None}])
+    f = openai_client.files.create(file=("big.jsonl", data), purpose="fine-tune")
+    done = wait_processed(openai_client, f.id)
+    assert (done.status, done.status_details) == ("error", f"Invalid file format. Line 1201, completion: {NO_COMPLETION}")
 
 
 def test_files_of_other_purposes_are_not_checked(openai_client):
@@ -181,6 +223,20 @@ def test_legacy_client_uploads_waits_lists_and_downloads(legacy, api_server, tmp
     assert got["missing"] == [404, "file_id", "No such File: file-nope"]
 
 
+def test_legacy_client_sees_a_broken_legacy_file_as_error(legacy, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(jsonl(LEGACY_ROWS[:3] + [{"prompt": "q ->"}] + LEGACY_ROWS[3:]))
+    out = legacy.run(f"""
+        import json
+        f = openai.File.create(file=open({str(path)!r}, "rb"), purpose="fine-tune")
+        done = openai.File.wait_for_processing(f.id)
+        got = openai.File.retrieve(f.id)
+        print(json.dumps({{"created": f.status, "done": done, "details": got.status_details}}))
+    """)
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got == {"created": "error", "done": "error", "details": f"Invalid file format. Line 4, completion: {NO_COMPLETION}"}
+
+
 def test_checks_left_unfinished_resume_when_the_app_starts(tmp_path):
     """A server stopped between upload and check: the next start checks the file."""
     from fastapi.testclient import TestClient
@@ -210,4 +266,4 @@ def test_checks_left_unfinished_resume_when_the_app_starts(tmp_path):
                 break
             time.sleep(0.05)
         assert status == {"file-good": "processed", "file-bad": "error"}
-        assert client.get("/v1/files/file-bad", headers=headers).json()["status_details"] == "Invalid file format. Line 1: 'prompt' must be a string"
+        assert client.get("/v1/files/file-bad", headers=headers).json()["status_details"] == "Invalid file format. Line 1, prompt: `prompt` must be a string, not int"

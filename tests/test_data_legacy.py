@@ -333,7 +333,7 @@ def test_types_numbers_become_strings_others_are_errors(tmp_path):
     assert found["converted_to_string"].level is Level.FIX and found["converted_to_string"].line == 1
     e = found["invalid_type"]
     assert e.count == 2 and e.lines == [2, 3]
-    assert e.message == "line 2: `prompt` must be a string, not list"
+    assert e.message == "`prompt` must be a string, not list"
     assert report.outputs == []
 
 

@@ -32,8 +32,10 @@ def test_chat_and_completion_records(tmp_path):
 
 @pytest.mark.parametrize("row,message", [
     ("{oops", "line 1: not valid JSON"),
-    ('[1]', "line 1: expected a JSON object"),
-    ({"text": "x"}, "line 1: expected 'messages' (chat) or 'prompt'/'completion' (legacy)"),
+    ('[1]', "line 1: the line must be a JSON object, not list"),
+    ({"text": "x"}, "line 1: unknown format: expected 'messages' (chat), 'prompt'/'completion' (prompt/completion)"),
+    ({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], "prompt": "p"}, "line 1: the record has the keys of more than one format"),
+    ({"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []}, "line 1: preference (DPO) records cannot be evaluated"),
     ({"messages": [{"role": "user", "content": "u"}]}, "line 1: messages[0]: the last message must be the assistant's reference answer (role 'assistant', got 'user')"),
     ({"messages": [{"role": "assistant", "content": "a"}]}, "line 1: 'messages' has no prompt before the assistant's answer"),
     ({"messages": [{"content": "u"}, {"role": "assistant", "content": "a"}]}, "line 1: messages[0] needs a 'role'"),
@@ -54,7 +56,7 @@ def test_file_errors(tmp_path):
     with pytest.raises(EvalError, match="the file has no examples"):
         load_examples(write(tmp_path, [""]))
     mixed = write(tmp_path, [{"prompt": "a", "completion": "b"}, {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}])
-    with pytest.raises(EvalError, match=r"line 2: a chat record in a file of completion records \(line 1\)"):
+    with pytest.raises(EvalError, match=r"line 2: a chat example in a file that starts with prompt/completion examples \(line 1\)"):
         load_examples(mixed)
 
 

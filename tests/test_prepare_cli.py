@@ -62,7 +62,7 @@ def test_broken_json_line_is_reported_with_its_line(tmp_path):
     path.write_text('{"prompt": "a", "completion": " b"}\n{"prompt": "a", "completion": \n')
     result = tunery("prepare", str(path), "-q", "--no-tokens")
     assert result.returncode == 1
-    assert "invalid_json (line 2): line 2: invalid JSON" in result.stdout
+    assert "invalid_json (line 2): invalid JSON" in result.stdout
     assert "Not written: 1 error to fix first" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert not list(tmp_path.glob("*_prepared*"))

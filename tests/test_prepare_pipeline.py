@@ -90,7 +90,7 @@ def test_mixed_shapes_name_the_first_line_that_differs(tmp_path):
     report = prepare(PrepareOptions(path=jsonl(tmp_path / "m.jsonl", rows), out_dir=tmp_path))
     [e] = report.errors
     assert e.code == "mixed_format" and e.line == 3 and e.count == 2 and e.lines == [3, 4]
-    assert "line 3 is a completion example, but the file starts with chat examples (line 1)" in e.message
+    assert e.message == "a prompt/completion example in a file that starts with chat examples (line 1); use one format per file"
 
 
 def test_broken_lines_and_non_objects_are_errors_with_lines(tmp_path):

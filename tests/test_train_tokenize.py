@@ -7,7 +7,7 @@ import pytest
 
 from tunery.train.errors import TrainError
 from tunery.train.masks_view import render_plain
-from tunery.train.records import Record, read_records
+from tunery.train.records import PREFERENCE, Record, read_records
 from tunery.train.tiny import tiny_tokenizer
 from tunery.train.tokenize import Tokenizer
 
@@ -143,7 +143,7 @@ def test_every_example_over_the_context_is_an_error(tok):
 
 
 def test_preference_records_are_recognized_and_refused_clearly(tok):
-    rec = Record(4, "preference", {"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []})
+    rec = Record(4, PREFERENCE, {"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []})
     with pytest.raises(TrainError) as err:
         Tokenizer(tok, 4096, 0.01).encode(rec)
     assert err.value.code == "invalid_training_file"
@@ -158,8 +158,11 @@ def test_read_records_names_the_file_and_line(tmp_path):
     assert err.value.code == "invalid_training_file"
     assert err.value.message.startswith(f"{path}, line 3: not valid JSON")
     path.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n" + json.dumps({"messages": []}) + "\n")
-    with pytest.raises(TrainError, match=r"mixes record formats: completion \(first at line 1\), chat \(first at line 2\)"):
+    with pytest.raises(TrainError) as err:
         read_records(path)
+    assert err.value.message == (
+        f"{path}, line 2: a chat example in a file that starts with prompt/completion examples (line 1); use one format per file"
+    )
     with pytest.raises(TrainError, match="file not found") as err:
         read_records(tmp_path / "missing.jsonl", "validation_file")
     assert err.value.code == "invalid_validation_file"

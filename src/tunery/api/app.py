@@ -1,7 +1,6 @@
 """The FastAPI app: `create_app(settings) -> FastAPI`.
 
-Mounting: every module named in `tunery.api.routes.ROUTERS` that exists is imported and its
-`router` included under `/v1`.
+Mounting: the `router` of every module in `tunery.api.routes.ROUTERS` is included under `/v1`.
 
 State: `app.state.store` is the `tunery.store.context.Store` (settings, database, blobs), opened in
 the lifespan; routes reach it with `Depends(get_store)` and the caller's project with
@@ -10,14 +9,13 @@ uploaded `fine-tune` files off the request path (`tunery.store.validation`).
 
 Background work: on start the lifespan re-queues file checks the last run did not finish and
 sweeps what a crash or an abandoned upload left (old temp files, parts of expired uploads), then,
-when `worker=True` and `tunery.jobs.worker` exists, calls `tunery.jobs.worker.start(store)`; if
-that returns an object with a `stop()` method it is called on shutdown (before the database is
-closed). The worker must not block: it runs its own threads/subprocesses.
+when `worker=True`, calls `tunery.jobs.worker.start(store)`; if that returns an object with a
+`stop()` method it is called on shutdown (before the database is closed). The worker must not
+block: it runs its own threads/subprocesses.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,25 +25,16 @@ from fastapi import FastAPI
 from tunery import __version__
 from tunery.api import errors
 from tunery.api.routes import ROUTERS
+from tunery.jobs import worker as jobs_worker
+from tunery.store import uploads, validation
 from tunery.store.context import open_store
 from tunery.store.settings import Settings, load_settings
 
 log = logging.getLogger("tunery.api")
 
 
-def _optional_module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
-
-
 def _sweep(store) -> None:
     """What a crash or an abandoned upload left behind: old temp files, parts of expired uploads."""
-    from tunery.store import uploads
-
     for folder in ("files", "uploads"):
         store.blobs.sweep_temps(folder)
     with store.db.session_scope() as session:
@@ -62,14 +51,9 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         store = open_store(settings)
         app.state.store = store
         app.state.file_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunery-file-check")
-        from tunery.store import validation
-
         validation.resume_pending(store, app.state.file_checks)
         _sweep(store)
-        handle = None
-        worker_module = _optional_module("tunery.jobs.worker") if worker else None
-        if worker_module is not None:
-            handle = worker_module.start(store)
+        handle = jobs_worker.start(store) if worker else None
         try:
             yield
         finally:
@@ -80,8 +64,6 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
 
     app = FastAPI(title="Tunery", version=__version__, lifespan=lifespan)
     errors.install(app)
-    for name in ROUTERS:
-        module = _optional_module(f"tunery.api.routes.{name}")
-        if module is not None:
-            app.include_router(module.router, prefix="/v1")
+    for module in ROUTERS:
+        app.include_router(module.router, prefix="/v1")
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from tunery import __version__
+from tunery.cli import chat, client, eval, jobs, prepare, serve, train
 
 app = typer.Typer(
     name="tunery",
@@ -32,18 +33,6 @@ def main(
     """Tunery: self-hosted fine-tuning that speaks the OpenAI fine-tuning API."""
 
 
-def _register() -> None:
-    # Each module exposes `register(app)`; a module that is not written yet is simply absent.
-    import importlib
-
-    for name in ("prepare", "models", "train", "serve", "client", "chat", "eval", "jobs"):
-        try:
-            module = importlib.import_module(f"tunery.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"tunery.cli.{name}":
-                continue
-            raise
-        module.register(app)
-
-
-_register()
+# Each command module exposes `register(app)`. Plain imports: a missing module fails at start.
+for _module in (prepare, train, serve, client, chat, eval, jobs):
+    _module.register(app)

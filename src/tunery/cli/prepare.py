@@ -117,12 +117,9 @@ def prepare(
 
 def _model_folder(model, err, notes: list[str], fail):
     """The chosen base model's local folder, or None (with a note) when it is not available."""
-    try:
-        from tunery.models.errors import TuneryModelError
-        from tunery.models.resolve import resolve_model
-    except ImportError as exc:  # the models module is optional for checking data
-        notes.append(f"token statistics skipped: {exc}")
-        return None
+    from tunery.models.errors import TuneryModelError
+    from tunery.models.resolve import resolve_model
+
     try:
         return resolve_model(model, on_convert=lambda what: err.print(f"[dim]converting {what} once (about 30 s)...[/]")).path
     except TuneryModelError as exc:

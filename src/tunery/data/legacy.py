@@ -240,6 +240,44 @@ class LegacyPlan:
                 remedy.apply()
 
 
+def _not_a_string(line: int, name: str, value: Any) -> Finding:
+    return Finding(
+        code="invalid_type",
+        level=Level.ERROR,
+        message=f"`{name}` must be a string, not {type(value).__name__}",
+        line=line,
+        field=name,
+    )
+
+
+def check_record(record: dict[str, Any], line: int) -> list[Finding]:
+    """The errors of one prompt/completion example used as it is (an uploaded file).
+
+    The scan's per-record checks (`LegacyScan.fields`), where what `tunery prepare` would change
+    is an error, since nothing changes an uploaded file: a number is not converted to a string,
+    and a missing or empty completion is not dropped. A missing or null prompt is the empty prompt
+    of open-ended generation; other keys are ignored, as the trainer ignores them.
+    """
+    out = []
+    for name in ("prompt", "completion"):
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            out.append(_not_a_string(line, name, value))
+    completion = record.get("completion")
+    if completion is None or completion == "":
+        what = "has no `completion`" if completion is None else "has an empty `completion`"
+        out.append(
+            Finding(
+                code="empty_completion",
+                level=Level.ERROR,
+                message=f"the example {what}: nothing to train on (`tunery prepare` removes such rows)",
+                line=line,
+                field="completion",
+            )
+        )
+    return out
+
+
 class LegacyScan:
     """First pass over `{"prompt","completion"}` records: call `add` per record, then `finish`."""
 
@@ -334,21 +372,13 @@ class LegacyScan:
                 Finding(
                     code="converted_to_string",
                     level=Level.FIX,
-                    message=f"{self.unit} {line}: `{name}` is a number ({value!r}); converted to the string {str(value)!r}",
+                    message=f"`{name}` is a number ({value!r}); converted to the string {str(value)!r}",
                     line=line,
                     field=name,
                 )
             )
             return str(value)
-        self.collector.add(
-            Finding(
-                code="invalid_type",
-                level=Level.ERROR,
-                message=f"{self.unit} {line}: `{name}` must be a string, not {type(value).__name__}",
-                line=line,
-                field=name,
-            )
-        )
+        self.collector.add(_not_a_string(line, name, value))
         return None
 
     def add(self, line: int, prompt: str, completion: str) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 from tunery.data import legacy
 from tunery.data.collect import Collector
 from tunery.data.findings import Finding, Level
+from tunery.data.formats import CHAT, COMPLETION, DPO, FileFormat, FormatError
 from tunery.data.memory import trim_heap
 from tunery.data.pairs import PairSpool
 from tunery.data.readers import BadRecord, DataError, Source, open_source
@@ -39,7 +40,7 @@ from tunery.data.split import DEFAULT_SEED, split_order, valid_size
 from tunery.data.templates import Template, TemplateError, Where, build_record
 from tunery.data.writer import Spool, dumps, output_paths, pair_lines
 
-SHAPES = ("completion", "chat", "dpo")
+SHAPES = (COMPLETION, CHAT, DPO)
 TOKEN_BATCH = 512
 APPLY_BATCH = 512  # records per pass-2 step (lists, so that the per-record work runs in C maps)
 MAX_LABELS = 10_000  # distinct labels tracked for stratification; beyond it, not classification
@@ -132,14 +133,6 @@ class Report:
             "stop": self.stop,
             "seed": self.seed,
         }
-
-
-def record_shape(record: dict[str, Any]) -> str:
-    if "messages" in record:
-        return "chat"
-    if "preferred_output" in record or "non_preferred_output" in record:
-        return "dpo"
-    return "completion"
 
 
 def accept_all(finding: Finding) -> bool:
@@ -285,7 +278,9 @@ def _run(
     """The two passes (see the module docstring); `prepare` owns the temporary files."""
     source = records.source
     # Pass 1: check.
-    shape, first_line, check = None, None, None
+    shape, check = None, None
+    # Rows without the keys of any format are prompt/completion rows whose checks name what is missing.
+    file_format = FileFormat(source.unit, default=COMPLETION)
     n = 0
     on_tick = tick("checking")
     pairs = records.pairs()
@@ -293,7 +288,7 @@ def _run(
         for positions, prompts, completions in pairs:
             n += len(positions)
             if check is None:
-                shape, first_line = "completion", positions[0]
+                shape = COMPLETION
                 check = records.check = _checker("completion", shape, source.unit, collector, options.system, out_dir)
                 check.scan.seen_prompt_key = check.scan.seen_completion_key = True
             check.add_pairs(positions, prompts, completions)
@@ -310,30 +305,19 @@ def _run(
                 # heap fragments, and the peak RSS would grow with the file.
                 trim_heap()
         if isinstance(record, BadRecord):
-            collector.add(_error("invalid_json", f"{source.unit} {position}: {record.message}", position))
+            collector.add(_error("invalid_json", record.message, position))
             continue
-        if not isinstance(record, dict):
-            collector.add(
-                _error("data_type", f"{source.unit} {position}: must be a JSON object, not {type(record).__name__}", position)
-            )
+        try:
+            this = file_format.check(record, position)
+        except FormatError as exc:
+            collector.add(exc.finding(position))
             continue
-        this = record_shape(record)
         if shape is None:
-            shape, first_line = this, position
+            shape = this
             target = options.to or shape
-            if shape == "chat" and target == "completion" or shape == "dpo" and target != "dpo" and options.to:
+            if shape == CHAT and target == COMPLETION or shape == DPO and target != DPO and options.to:
                 raise UsageError(f"{source.path}: cannot convert {shape} examples to {target} examples")
             check = records.check = _checker(target, shape, source.unit, collector, options.system, out_dir)
-        elif this != shape:
-            collector.add(
-                _error(
-                    "mixed_format",
-                    f"{source.unit} {position} is a {this} example, but the file starts with {shape} examples "
-                    f"({source.unit} {first_line}); use one format per file",
-                    position,
-                )
-            )
-            continue
         check.add(position, record)
     if on_tick is not None:
         on_tick()

@@ -16,7 +16,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -54,6 +54,52 @@ class BadRecord:
     message: str
 
 
+class LineError(Exception):
+    """A line that is not text; `reason` completes "line N ..." and names no file."""
+
+    def __init__(self, line: int, reason: str):
+        super().__init__(f"line {line} {reason}")
+        self.line = line
+        self.reason = reason
+
+
+def text_lines(
+    raw_lines: Iterable[bytes], max_bytes: int | None = None, on_read: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, str]]:
+    """Decoded lines (without the line ending), numbered from 1; a BOM on line 1 is fine.
+
+    Raises `LineError` at the first line that is not UTF-8, holds NUL bytes (a binary file), or is
+    longer than `max_bytes` (pass lines read with `readline(max_bytes + 1)` to bound the memory).
+    """
+    number = 0
+    for raw in raw_lines:
+        number += 1
+        if on_read is not None:
+            on_read(len(raw))
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise LineError(number, f"is longer than {max_bytes:,} bytes, the longest line a file may have")
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LineError(number, f"is not valid UTF-8 (byte {exc.start + 1} of the line); save the file as UTF-8") from None
+        if "\x00" in text:
+            raise LineError(number, "contains NUL bytes; this looks like a binary file")
+        yield number, text.rstrip("\r\n")
+
+
+def jsonl_records(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    """`(line, record)` for the non-blank numbered lines; a line that is not JSON gives a `BadRecord`."""
+    for number, text in lines:
+        if not text.strip():
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
 @dataclass
 class Source:
     path: Path
@@ -80,35 +126,21 @@ class Source:
 
     def _lines(self, f: BinaryIO) -> Iterator[tuple[int, str]]:
         """Decoded lines (without the line ending), numbered from 1; a BOM on line 1 is fine."""
-        number = 0
-        for raw in f:
-            number += 1
-            self.bytes_read += len(raw)
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{self.path}: line {number} is not valid UTF-8 (byte {exc.start + 1} of the line); "
-                    "save the file as UTF-8"
-                ) from None
-            if "\x00" in text:
-                raise DataError(f"{self.path}: line {number} contains NUL bytes; this looks like a binary file")
-            yield number, text.rstrip("\r\n")
+
+        def count(n: int) -> None:
+            self.bytes_read += n
+
+        try:
+            yield from text_lines(f, on_read=count)
+        except LineError as exc:
+            raise DataError(f"{self.path}: line {exc.line} {exc.reason}") from None
 
     def _read_jsonl(self) -> Iterator[tuple[int, Any]]:
         if _first_char(self.path) == "[":  # a JSON array saved as .jsonl: read it as one
             yield from self._read_json_array()
             return
         with open(self.path, "rb") as f:
-            for number, text in self._lines(f):
-                if not text.strip():
-                    continue
-                try:
-                    yield number, json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield number, BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})")
+            yield from jsonl_records(self._lines(f))
 
     def _read_json(self) -> Iterator[tuple[int, Any]]:
         if _first_char(self.path) == "[":

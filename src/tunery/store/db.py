@@ -5,13 +5,12 @@ the worker threads and `tunery worker` processes can share it; any PostgreSQL UR
 because the tables use only portable types and no dialect-specific SQL. Timestamps are integer
 Unix seconds, as in OpenAI's objects.
 
-Table modules define their classes on `Base`; `Database.create_all()` imports every module in
-`TABLE_MODULES` (a module that does not exist yet is skipped) and creates what is missing.
+Table modules define their classes on `Base`; `Database.create_all()` imports every one of them
+and creates what is missing.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +19,6 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-
-TABLE_MODULES = ("tunery.store.keys", "tunery.store.files", "tunery.store.uploads", "tunery.store.jobs")
 
 
 class Base(DeclarativeBase):
@@ -62,12 +59,9 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        for name in TABLE_MODULES:
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name != name:
-                    raise
+        # The table modules import this one, hence here rather than at the top.
+        from tunery.store import files, jobs, keys, uploads  # noqa: F401
+
         Base.metadata.create_all(self.engine)
 
     @contextmanager

@@ -8,7 +8,8 @@ any other table (e.g. `[worker]`) is kept verbatim in `Settings.extra` for the m
 Environment: TUNERY_HOME (default ~/.tunery), TUNERY_DATABASE_URL (default a SQLite file in the
 home), TUNERY_DATA_DIR (default $TUNERY_HOME/data), TUNERY_HOST, TUNERY_PORT,
 TUNERY_MAX_UPLOAD_BYTES (Uploads API total, default 8 GB), TUNERY_MAX_FILE_BYTES (one
-`POST /files`, default 512 MB).
+`POST /files`, default 512 MB), TUNERY_MAX_EVAL_BYTES (the example lines one evaluation may hold
+in memory, default 64 MB).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _ENV = {
     "port": "TUNERY_PORT",
     "max_upload_bytes": "TUNERY_MAX_UPLOAD_BYTES",
     "max_file_bytes": "TUNERY_MAX_FILE_BYTES",
+    "max_eval_bytes": "TUNERY_MAX_EVAL_BYTES",
 }
 
 
@@ -45,6 +47,7 @@ class Settings:
     port: int = 8000
     max_upload_bytes: int = 8 * GB
     max_file_bytes: int = 512 * MB
+    max_eval_bytes: int = 64 * MB
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,6 +94,7 @@ def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
         port=_int("port", 8000),
         max_upload_bytes=_int("max_upload_bytes", 8 * GB),
         max_file_bytes=_int("max_file_bytes", 512 * MB),
+        max_eval_bytes=_int("max_eval_bytes", 64 * MB),
         extra=extra,
     )
 

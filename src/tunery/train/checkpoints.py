@@ -3,6 +3,10 @@ tokenizer, and `trainer_state.pt` (step, optimizer, RNG states, data fingerprint
 
 Each checkpoint is written into a temporary folder and renamed into place, so a crash (SIGKILL)
 mid-write never leaves a half checkpoint that a resume would pick up.
+
+Loading runs no code from the folder: weights are safetensors, and `trainer_state.pt` is read
+with `torch.load(weights_only=True)` (tensors, numbers, strings and containers only), so a
+crafted checkpoint is refused with a `TrainError` instead of unpickling arbitrary objects.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import os
 import shutil
 from pathlib import Path
+
+from .errors import TrainError
 
 STATE_FILE = "trainer_state.pt"
 
@@ -72,9 +78,10 @@ def clean_partial(root: Path) -> None:
 
 
 def load_checkpoint(folder: Path, model, method: str) -> dict:
-    """Load weights from `folder` into `model`; return the trainer state."""
-    import torch
+    """Load weights from `folder` into `model`; return the trainer state (read first: it is checked)."""
     from safetensors.torch import load_file
+
+    state = load_state(folder)
 
     if method == "lora":
         from peft.utils import set_peft_model_state_dict
@@ -88,4 +95,26 @@ def load_checkpoint(folder: Path, model, method: str) -> dict:
         tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
         if set(missing) - tied or unexpected:
             raise RuntimeError(f"checkpoint {folder} does not match the model (missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})")
-    return torch.load(folder / STATE_FILE, weights_only=False)
+    return state
+
+
+def load_state(folder: Path) -> dict:
+    """The trainer state of checkpoint `folder`, refusing anything but plain data."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(folder / STATE_FILE, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise TrainError(
+            "invalid_checkpoint",
+            f"Checkpoint {folder.name}: {STATE_FILE} holds objects other than tensors and plain data; "
+            "refusing to load it (unpickling them could run code)",
+            "resume",
+        ) from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise TrainError("invalid_checkpoint", f"Checkpoint {folder.name}: {STATE_FILE} cannot be read ({type(exc).__name__})", "resume") from None
+    if not isinstance(state, dict):
+        raise TrainError("invalid_checkpoint", f"Checkpoint {folder.name}: {STATE_FILE} is not a trainer state", "resume")
+    return state

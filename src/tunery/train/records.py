@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunery.data.formats import CHAT, COMPLETION, FileFormat, FormatError
+from tunery.data.formats import DPO as PREFERENCE
+
 from .errors import TrainError
 
-CHAT, COMPLETION, PREFERENCE = "chat", "completion", "preference"
+__all__ = ["CHAT", "COMPLETION", "PREFERENCE", "Record", "read_records"]
 
 
 @dataclass(frozen=True)
@@ -24,49 +27,32 @@ class Record:
     data: dict[str, Any]
 
 
-def record_kind(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("messages"), list):
-        return CHAT
-    if "preferred_output" in data and "input" in data:
-        return PREFERENCE
-    if "prompt" in data or "completion" in data:
-        return COMPLETION
-    return None
-
-
 def read_records(path: str | Path, param: str = "training_file") -> list[Record]:
-    """All non-blank lines of a JSONL file as classified records."""
+    """All non-blank lines of a JSONL file as classified records (`tunery.data.formats`' rule).
+
+    Read line by line: the records are kept, the file's text is not.
+    """
     path = Path(path)
+    records = []
+    file_format = FileFormat()
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TrainError(f"invalid_{param}", f"{path}, line {number}: not valid JSON ({exc.msg})", param) from None
+                try:
+                    kind = file_format.check(data, number)
+                except FormatError as exc:
+                    raise TrainError(f"invalid_{param}", f"{path}, line {number}: {exc.message}", param) from None
+                records.append(Record(number, kind, data))
     except FileNotFoundError:
         raise TrainError(f"invalid_{param}", f"{path}: file not found", param) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TrainError(f"invalid_{param}", f"{path}: cannot read: {exc}", param) from None
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"invalid_{param}", f"{path}, line {number}: not valid JSON ({exc.msg})", param) from None
-        kind = record_kind(data)
-        if kind is None:
-            raise TrainError(
-                f"invalid_{param}",
-                f"{path}, line {number}: expected an object with 'messages' (chat), 'prompt'/'completion' "
-                "(legacy) or 'input'/'preferred_output' (preference)",
-                param,
-            )
-        records.append(Record(number, kind, data))
     if not records:
         raise TrainError(f"invalid_{param}", f"{path}: the file has no examples", param)
-    kinds = {r.kind for r in records}
-    if len(kinds) > 1:
-        first = {k: next(r.line for r in records if r.kind == k) for k in kinds}
-        detail = ", ".join(f"{k} (first at line {n})" for k, n in sorted(first.items(), key=lambda kv: kv[1]))
-        raise TrainError(f"invalid_{param}", f"{path}: mixes record formats: {detail}", param)
     return records

@@ -1,8 +1,19 @@
-"""One router per resource. `ROUTERS` names the modules `create_app` mounts under /v1.
+"""One router per resource. `ROUTERS` lists the modules `create_app` mounts under /v1.
 
 Each module `tunery.api.routes.<name>` exposes `router: fastapi.APIRouter` with paths relative to
-/v1 (e.g. "/files"). A listed module that does not exist yet is skipped, so a resource lands by
-adding its module; a new resource adds its name here.
+/v1 (e.g. "/files"). A new resource adds its module here: imported plainly, so a module that is
+missing or broken fails the server's start instead of silently dropping its routes.
 """
 
-ROUTERS = ("files", "uploads", "models", "fine_tuning", "fine_tunes", "chat", "completions", "evaluations")
+from tunery.api.routes import (
+    chat,
+    completions,
+    evaluations,
+    files,
+    fine_tunes,
+    fine_tuning,
+    models,
+    uploads,
+)
+
+ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evaluations)

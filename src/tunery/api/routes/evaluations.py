@@ -18,7 +18,7 @@ from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, invalid_request, not_found
 from tunery.api.protocol.common import ErrorBody, ListPage
 from tunery.api.protocol.evaluations import Evaluation, EvaluationProgress, EvaluationRequest, EvaluationRun
-from tunery.eval.dataset import EvalError, parse_lines
+from tunery.eval.dataset import EvalError, EvalTooLarge, read_examples
 from tunery.eval.evaluate import make_plan
 from tunery.eval.report import render_report
 from tunery.eval.service import EvalState, EvaluationService
@@ -43,12 +43,13 @@ def _read_file(store, project_id: str, fid: str, param: str, limit: int | None =
         key = record.blob_key if record is not None else None
     if key is None:
         raise not_found("file", fid, param=param)
-    try:
-        text = store.blobs.path(key).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise invalid_request(f"{fid}: cannot read the file as UTF-8 text: {exc}", param=param) from None
-    try:
-        return parse_lines(text.splitlines(), fid, limit)
+    try:  # streamed, and bounded: never the whole upload in memory
+        with store.blobs.open(key) as f:
+            return read_examples(f, fid, limit, store.settings.max_eval_bytes)
+    except OSError:
+        raise invalid_request(f"{fid}: the file cannot be read", param=param) from None
+    except EvalTooLarge as exc:
+        raise invalid_request(str(exc), param=param, code="file_too_large") from None
     except EvalError as exc:
         raise invalid_request(str(exc), param=param, code="invalid_file") from None
 

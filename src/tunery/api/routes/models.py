@@ -1,7 +1,7 @@
 """`/v1/models`: the base models (every alias of `tunery.models.aliases` and the packaged model)
 plus the caller's fine-tuned models and checkpoints.
 
-Fine-tuned models come from the jobs side through a small hook, used when it exists:
+Fine-tuned models come from the jobs side:
 `tunery.jobs.models.list_fine_tuned(session, project_id) -> list[dict]` (each `{"id", "created",
 "owned_by"}`, checkpoints included) and `tunery.jobs.models.delete_fine_tuned(store, session,
 project_id, model_id) -> bool` (removes the weights; False when the project has no such model).
@@ -10,7 +10,6 @@ Deleting a base model is refused with 403, as OpenAI refuses deleting a model yo
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
@@ -21,21 +20,13 @@ from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError
 from tunery.api.inference import forget_model
 from tunery.api.protocol.models import ModelDeleted, ModelList, ModelObject
+from tunery.jobs import models as jobs_models
 from tunery.store.context import Store
 from tunery.store.keys import Project
 
 router = APIRouter(tags=["models"])
 
 BASE_OWNER = "tunery"
-
-
-def _jobs_models():
-    try:
-        return importlib.import_module("tunery.jobs.models")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("tunery.jobs.models",):
-            return None
-        raise
 
 
 @lru_cache(maxsize=1)
@@ -59,11 +50,8 @@ def base_models() -> list[ModelObject]:
 
 
 def fine_tuned_models(store: Store, project: Project) -> list[ModelObject]:
-    hook = _jobs_models()
-    if hook is None or not hasattr(hook, "list_fine_tuned"):
-        return []
     with store.db.session_scope() as session:
-        return [ModelObject(**m) for m in hook.list_fine_tuned(session, project.id)]
+        return [ModelObject(**m) for m in jobs_models.list_fine_tuned(session, project.id)]
 
 
 @router.get("/models", response_model=ModelList)
@@ -83,11 +71,8 @@ def retrieve_model(model: str, project: Project = Depends(current_project), stor
 def delete_model(model: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     if any(m.id == model for m in base_models()):
         raise APIError(403, f"The model '{model}' is a base model: only fine-tuned models can be deleted.", param="model")
-    hook = _jobs_models()
-    deleted = False
-    if hook is not None and hasattr(hook, "delete_fine_tuned"):
-        with store.db.session_scope() as session:
-            deleted = hook.delete_fine_tuned(store, session, project.id, model)
+    with store.db.session_scope() as session:
+        deleted = jobs_models.delete_fine_tuned(store, session, project.id, model)
     if not deleted:
         raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
     forget_model(request.app, model)  # its weights are gone: free the memory now, not on the next request
