@@ -82,7 +82,12 @@ def test_n_choices_are_indexed_and_seeded(client):
     assert [c.index for c in a.choices] == [0, 1, 2]
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     assert len({c.message.content for c in a.choices}) > 1
-    assert a.usage.completion_tokens == sum(8 if c.finish_reason == "length" else 0 for c in a.choices) or a.usage.completion_tokens > 0
+    # usage counts every choice's tokens: each choice's logprobs list one entry per token
+    counted = client.chat.completions.create(**kw, logprobs=True)
+    assert [c.message.content for c in counted.choices] == [c.message.content for c in a.choices]
+    lengths = [len(c.logprobs.content) for c in counted.choices]
+    assert all(n == 8 if c.finish_reason == "length" else 0 < n < 8 for c, n in zip(counted.choices, lengths))
+    assert a.usage.completion_tokens == counted.usage.completion_tokens == sum(lengths)
 
 
 def test_logprobs_and_top_logprobs(client, spec):

@@ -1,8 +1,10 @@
-"""`/v1/models`: base models from the alias table, retrieve, delete rules."""
+"""`/v1/models`: base models from the alias table, fine-tuned models and checkpoints, retrieve, delete rules."""
 
 import httpx
 import openai
 import pytest
+
+from serve_server import register_fine_tune
 
 from tunery.models.aliases import list_base_models
 
@@ -27,9 +29,41 @@ def test_retrieve(openai_client, spec):
     }
 
 
-def test_fine_tuned_names_with_colons_route_to_the_model(openai_client):
-    with pytest.raises(openai.NotFoundError, match="ft:gpt-4o-mini:org::abc"):
-        openai_client.models.retrieve("ft:gpt-4o-mini:org::abc")
+def not_found(name: str) -> dict:
+    return {"message": f"The model '{name}' does not exist", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+
+
+def test_fine_tuned_names_with_colons_route_to_the_model(api_server, openai_client, tmp_path, spec):
+    """A fine-tuned model and its checkpoint (colons, an empty field) are found, read and deleted
+    through /v1/models/{name}; a miss is the route's model_not_found, not a routing 404."""
+    key = api_server.new_key("colons")
+    name, ckpt = "ft:gpt-4o-mini:colons::ftjob-colons1", "ft:gpt-4o-mini:colons::ftjob-colons1:ckpt-step-2"
+    weights, ckpt_weights = tmp_path / "adapter", tmp_path / "checkpoints" / "step-2"
+    for folder in (weights, ckpt_weights):
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+    register_fine_tune(api_server.home, key, name, weights, (ckpt, ckpt_weights, 2))
+    client = openai.OpenAI(base_url=api_server.base_url, api_key=key, max_retries=0)
+
+    for model in (name, ckpt):
+        m = client.models.retrieve(model)
+        spec.validate("Model", m.model_dump())
+        assert (m.id, m.object) == (model, "model") and m.owned_by != "tunery"
+    assert [m.id for m in client.models.list()][-2:] == [name, ckpt]
+    for missing in (name + "x", "ft:gpt-4o-mini:org::abc"):
+        with pytest.raises(openai.NotFoundError) as err:
+            client.models.retrieve(missing)
+        assert err.value.response.json()["error"] == not_found(missing)
+    with pytest.raises(openai.NotFoundError) as err:  # another project's model
+        openai_client.models.retrieve(name)
+    assert err.value.response.json()["error"] == not_found(name)
+
+    assert client.models.delete(ckpt).model_dump() == {"id": ckpt, "object": "model", "deleted": True}
+    assert not ckpt_weights.exists() and weights.exists()
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve(ckpt)
+    assert err.value.response.json()["error"] == not_found(ckpt)
+    assert client.models.retrieve(name).id == name
 
 
 def test_delete_base_is_forbidden_unknown_is_not_found(openai_client, spec):

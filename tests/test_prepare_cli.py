@@ -15,7 +15,7 @@ from tunery.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNERY = str(Path(sys.executable).parent / "tunery")
-AMAZON = Path("/work/shared/data/amazon_reviews_multi/sample_train.jsonl")
+AMAZON = ROOT.parent / "shared" / "data" / "amazon_reviews_multi" / "sample_train.jsonl"
 runner = CliRunner()
 
 

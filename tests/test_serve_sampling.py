@@ -33,11 +33,19 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     assert torch.isfinite(top_p_filter(logits, 0.01)).tolist() == [True, False, False, False]
 
 
-def test_seeded_generator_draws_the_same_tokens():
-    logits = torch.randn(50)
+def test_seeded_generator_draws_the_same_tokens_and_another_seed_other_ones():
+    logits = torch.zeros(50)  # uniform over 50 tokens: two seeds' 20 draws agree by chance with p = 50**-20
     p = SamplingParams(max_tokens=1, temperature=1.0, seed=3)
-    draws = lambda: [sample_row(logits, p, [], g).token_id for g in [make_generator(3)] for _ in range(10)]
-    assert draws() == draws()
+
+    def draws(seed):
+        g = make_generator(seed)
+        return [sample_row(logits, p, [], g).token_id for _ in range(20)]
+
+    assert draws(3) == draws(3)
+    assert draws(4) != draws(3)
+    assert len(set(draws(3))) > 1  # it samples: not one token every time
+    reference = torch.Generator().manual_seed(3)  # torch's own draws with that seed
+    assert draws(3) == [int(torch.multinomial(torch.softmax(logits, -1), 1, generator=reference)) for _ in range(20)]
 
 
 def test_stop_string_is_cut_and_partial_matches_are_held_back():

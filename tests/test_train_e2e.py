@@ -11,7 +11,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SST = Path("/work/shared/data/sst5/train.csv")
+ROOT = Path(__file__).resolve().parents[1]
+SST = ROOT.parent / "shared" / "data" / "sst5" / "train.csv"
 SYSTEM = "Classify the sentiment of the review on a 0-4 scale. Answer with the digit only."
 
 
