@@ -6,7 +6,8 @@ because the tables use only portable types and no dialect-specific SQL. Timestam
 Unix seconds, as in OpenAI's objects.
 
 Table modules define their classes on `Base`; `Database.create_all()` imports every module in
-`TABLE_MODULES` (a module that does not exist yet is skipped) and creates what is missing.
+`TABLE_MODULES` (a module that does not exist yet is skipped) and creates what is missing,
+indexes of existing tables included.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class Database:
                 if exc.name != name:
                     raise
         Base.metadata.create_all(self.engine)
+        # create_all makes the indexes of the tables it creates only: add indexes declared since an
+        # existing database was made (`checkfirst` skips those it has).
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:

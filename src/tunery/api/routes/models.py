@@ -1,4 +1,4 @@
-"""`/v1/models`: the base models (every alias of `tunery.models.aliases` and the packaged model)
+"""`/v1/models`: the base models (`tunery.store.catalog.base_names`: packaged, aliases, registered)
 plus the caller's fine-tuned models and checkpoints.
 
 Fine-tuned models come from the jobs side through a small hook, used when it exists:
@@ -51,11 +51,11 @@ def _base_created() -> int:
     return 0
 
 
-def base_models() -> list[ModelObject]:
-    from tunery.models.aliases import list_base_models
+def base_models(store: Store) -> list[ModelObject]:
+    from tunery.store.catalog import base_names
 
     created = _base_created()
-    return [ModelObject(id=name, created=created, owned_by=BASE_OWNER) for name in list_base_models()]
+    return [ModelObject(id=name, created=created, owned_by=BASE_OWNER) for name in base_names(store.settings)]
 
 
 def fine_tuned_models(store: Store, project: Project) -> list[ModelObject]:
@@ -68,12 +68,12 @@ def fine_tuned_models(store: Store, project: Project) -> list[ModelObject]:
 
 @router.get("/models", response_model=ModelList)
 def list_models(project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    return ModelList(data=base_models() + fine_tuned_models(store, project))
+    return ModelList(data=base_models(store) + fine_tuned_models(store, project))
 
 
 @router.get("/models/{model:path}", response_model=ModelObject)
 def retrieve_model(model: str, project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    for m in base_models() + fine_tuned_models(store, project):
+    for m in base_models(store) + fine_tuned_models(store, project):
         if m.id == model:
             return m
     raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
@@ -81,7 +81,7 @@ def retrieve_model(model: str, project: Project = Depends(current_project), stor
 
 @router.delete("/models/{model:path}", response_model=ModelDeleted)
 def delete_model(model: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    if any(m.id == model for m in base_models()):
+    if any(m.id == model for m in base_models(store)):
         raise APIError(403, f"The model '{model}' is a base model: only fine-tuned models can be deleted.", param="model")
     hook = _jobs_models()
     deleted = False
