@@ -66,7 +66,7 @@ def resolve_eval_model(spec: str, project: str = DEFAULT_PROJECT, settings=None)
         else:  # a base model: no database needed
             found = catalog.resolve(None, _settings(settings), "", spec, remote=False)
     except catalog.ModelNotAvailable:
-        raise EvalError(f"{spec}: no such fine-tuned model in project {project!r} of the local Tunery home "
+        raise EvalError(f"{spec}: no such fine-tuned model in the local Tunery home's project {project!r} "
                         f"(see `tunery models list`; --project picks another project)") from None
     except TuneryModelError as exc:
         raise EvalError(f"{spec}: {exc}") from None
@@ -96,7 +96,7 @@ def _in_project(spec: str, project: str, settings):
         with store.db.session_scope() as session:
             project_id = session.scalar(select(Project.id).where(Project.name == project))
             if project_id is None:
-                raise EvalError(f"{spec}: the local Tunery home has no project {project!r}")
+                raise catalog.ModelNotAvailable(spec)
             return catalog.resolve(session, store.settings, project_id, spec, remote=False)
     finally:
         store.close()
