@@ -58,6 +58,15 @@ def base_models(store: Store) -> list[ModelObject]:
     return [ModelObject(id=name, created=created, owned_by=BASE_OWNER) for name in base_names(store.settings)]
 
 
+def _is_base(store: Store, name: str) -> bool:
+    from tunery.store import catalog
+
+    try:
+        return catalog.base_spec(store.settings, name) is not None
+    except catalog.ModelUnusable:
+        return True  # offered, though broken: still not a model one may delete
+
+
 def fine_tuned_models(store: Store, project: Project) -> list[ModelObject]:
     hook = _jobs_models()
     if hook is None or not hasattr(hook, "list_fine_tuned"):
@@ -76,12 +85,14 @@ def retrieve_model(model: str, project: Project = Depends(current_project), stor
     for m in base_models(store) + fine_tuned_models(store, project):
         if m.id == model:
             return m
+    if _is_base(store, model):  # an unlisted name the OpenAI rule accepts (gpt-4.1-mini): usable, so it exists
+        return ModelObject(id=model, created=_base_created(), owned_by=BASE_OWNER)
     raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
 
 
 @router.delete("/models/{model:path}", response_model=ModelDeleted)
 def delete_model(model: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    if any(m.id == model for m in base_models(store)):
+    if _is_base(store, model):
         raise APIError(403, f"The model '{model}' is a base model: only fine-tuned models can be deleted.", param="model")
     hook = _jobs_models()
     deleted = False
