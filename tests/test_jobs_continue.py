@@ -55,3 +55,19 @@ def test_a_fine_tune_of_a_fine_tune(server):
     assert json.loads(adapter_config.read_text())["base_model_name_or_path"] == str(start)
     reply = client.chat.completions.create(model=second.fine_tuned_model, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
     assert reply.usage.completion_tokens == 3 and reply.model == second.fine_tuned_model
+
+
+def test_a_model_unregistered_before_the_job_runs_fails_the_job_cleanly(server):
+    from tunery.models.registered import save_registered
+
+    process, key, root = server
+    client = openai.OpenAI(base_url=process.base_url, api_key=key, max_retries=0)
+    f = client.files.create(file=("t.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
+    models_file = root / "home" / "models.json"
+    save_registered(models_file, {"team": str(root / "tiny")})
+    job = client.fine_tuning.jobs.create(model="team", training_file=f.id)
+    save_registered(models_file, {})  # the operator removes it while the job waits
+    job = _done(client, job.id, timeout=120)
+    assert job.status == "failed"
+    assert (job.error.code, job.error.param) == ("model_not_found", "model")
+    assert job.error.message == "The model `team` does not exist or you do not have access to it."
