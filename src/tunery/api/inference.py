@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 
 from tunery.api.errors import APIError
-from tunery.store import catalog
 from tunery.serve.engine import Generation
 from tunery.serve.registry import ModelRegistry, ModelSource, Served
 from tunery.serve.sampling import SamplingParams
+from tunery.store import catalog
 
 _registry_lock = threading.Lock()
 
