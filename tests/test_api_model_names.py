@@ -162,3 +162,22 @@ def test_models_add_refuses_bad_names_and_missing_weights(env):
     gone = _models(env, "remove", "ghost")
     assert gone.returncode == 1 and "no registered model 'ghost'" in gone.stderr
     assert "ghost" not in (env["home"] / "models.json").read_text() if (env["home"] / "models.json").exists() else True
+
+
+def test_a_broken_model_table_is_a_500_that_names_no_path(env, training_file):
+    models_file = env["home"] / "models.json"
+    before = models_file.read_text() if models_file.exists() else None
+    models_file.write_text("{broken")
+    try:
+        for path, body, _ in requests("gpt-4o", training_file)[:3]:
+            r = post(env, path, body)
+            assert r.status_code == 500, r.text
+            assert r.json()["error"]["message"] == "The model `gpt-4o` cannot be used on this server right now; the server log says why."
+            assert str(env["home"]) not in r.text
+        assert "models.json: invalid JSON" in env["process"].output()  # the operator reads why
+    finally:
+        if before is None:
+            models_file.unlink()
+        else:
+            models_file.write_text(before)
+    assert post(env, "/chat/completions", requests("gpt-4o", training_file)[0][1]).status_code == 200

@@ -52,7 +52,7 @@ class ModelUnusable(RuntimeError):
     """The name is offered but its weights cannot be used here (base gone, conversion failed)."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"The model `{name}` is configured on this server but cannot be loaded; the server log says why.")
+        super().__init__(f"The model `{name}` cannot be used on this server right now; the server log says why.")
         self.name = name
 
 
