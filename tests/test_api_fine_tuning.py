@@ -105,7 +105,6 @@ def test_a_malformed_file_fails_with_invalid_file_format_naming_the_line(openai_
 @pytest.mark.parametrize(
     "kwargs,param,fragment",
     [
-        ({"model": "no-such-model"}, "model", "The model 'no-such-model' does not exist"),
         ({"training_file": "file-doesnotexist"}, "training_file", "invalid training_file: file-doesnotexist"),
         ({"validation_file": "file-doesnotexist"}, "validation_file", "invalid validation_file: file-doesnotexist"),
         ({"seed": -1}, "seed", "expected an integer between 0 and 2147483647"),
@@ -132,6 +131,15 @@ def test_bad_parameters_get_400_with_the_param(openai_client, train_file, spec, 
     assert body["param"] == param
     assert body["type"] == "invalid_request_error"
     assert fragment in body["message"]
+
+
+@pytest.mark.parametrize("model", ["no-such-model", "/tmp", "org/name", "ft:gpt-4o-mini:other::nope"])
+def test_unknown_model_is_404_model_not_found(openai_client, train_file, spec, model):
+    with pytest.raises(openai.NotFoundError) as info:
+        openai_client.fine_tuning.jobs.create(model=model, training_file=train_file.id)
+    spec.validate("ErrorResponse", {"error": info.value.body})
+    assert info.value.body == {"message": f"The model `{model}` does not exist or you do not have access to it.",
+                               "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
 
 
 def test_wrong_file_purpose_and_missing_fields(openai_client, api_server):

@@ -23,10 +23,22 @@ def test_retrieve(openai_client, spec):
     spec.validate("Model", m.model_dump())
     assert (m.id, m.object, m.owned_by) == ("gpt-3.5-turbo", "model", "tunery")
     with pytest.raises(openai.NotFoundError) as err:
-        openai_client.models.retrieve("gpt-99")
+        openai_client.models.retrieve("no-such-model")
     assert err.value.response.json()["error"] == {
-        "message": "The model 'gpt-99' does not exist", "type": "invalid_request_error", "param": "model", "code": "model_not_found"
+        "message": "The model 'no-such-model' does not exist", "type": "invalid_request_error", "param": "model", "code": "model_not_found"
     }
+    for name in ("/tmp", "org/name", "x.gguf"):
+        with pytest.raises(openai.NotFoundError):
+            openai_client.models.retrieve(name)
+
+
+def test_unlisted_openai_names_exist_by_rule(openai_client):
+    """`gpt-4.1-mini` is not in the list, yet chat and jobs accept it: retrieving it agrees."""
+    assert "gpt-4.1-mini" not in [m.id for m in openai_client.models.list()]
+    m = openai_client.models.retrieve("gpt-4.1-mini")
+    assert (m.id, m.owned_by) == ("gpt-4.1-mini", "tunery")
+    with pytest.raises(openai.PermissionDeniedError):
+        openai_client.models.delete("o4-mini")
 
 
 def not_found(name: str) -> dict:

@@ -226,3 +226,28 @@ def test_cli_unreachable_home_database_is_one_line(tiny, monkeypatch):
     out = run_in_process("ft:a:b", "--data", tiny["data"], home=tiny["root"] / "home", monkeypatch=monkeypatch)
     assert out.exit_code == 2 and out.stderr.startswith("error: ft:a:b: cannot open the local Tunery home to look it up: ")
     assert out.stderr.count("\n") == 1
+
+
+def test_cli_looks_up_ft_names_in_one_project_only(tiny, monkeypatch):
+    """An ft: name of project "acme" is not found from --project default (nor the reverse): no search across projects."""
+    from tunery.jobs import states
+    from tunery.store.context import open_store
+    from tunery.store.jobs import Job
+    from tunery.store.keys import get_or_create_project
+    from tunery.store.settings import load_settings
+
+    home = tiny["root"] / "home-projects"
+    name = "ft:tiny:acme:eval:ftjob-acme1"
+    store = open_store(load_settings(home))
+    with store.db.session_scope() as s:
+        get_or_create_project(s)
+        acme = get_or_create_project(s, "acme")
+        s.add(Job(id="ftjob-acme1", project_id=acme.id, model="tiny", training_file="file-x", seed=1, method={"type": "supervised"},
+                  hyperparameters={}, options={}, status=states.SUCCEEDED, fine_tuned_model=name, weights_path=str(tiny["run"] / "adapter"), result_files=[]))
+    store.close()
+    out = run_in_process(name, "--data", tiny["data"], home=home, monkeypatch=monkeypatch)
+    assert out.exit_code == 2 and out.stderr.startswith(f"error: {name}: no such fine-tuned model in the local Tunery home's project 'default'")
+    from tunery.eval.sources import resolve_eval_model
+
+    found = resolve_eval_model(name, "acme", load_settings(home))
+    assert (found.source.kind, found.source.path) == ("adapter", tiny["run"] / "adapter") and found.fine_tuned

@@ -81,9 +81,11 @@ def test_legacy_bad_parameters_and_unknown_ids(api_server, openai_client):
     f = openai_client.files.create(file=("t.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
     url, headers = f"{api_server.base_url}/fine-tunes", api_server.headers()
     for body, param in (({"n_epochs": 0}, "n_epochs"), ({"prompt_loss_weight": 2}, "prompt_loss_weight"),
-                        ({"suffix": "x" * 41}, "suffix"), ({"model": "gpt-9"}, "model"), ({"batch_size": "big"}, "batch_size")):
+                        ({"suffix": "x" * 41}, "suffix"), ({"model": ""}, "model"), ({"batch_size": "big"}, "batch_size")):
         r = httpx.post(url, headers=headers, json={"training_file": f.id, **body})
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.json())
+    r = httpx.post(url, headers=headers, json={"training_file": f.id, "model": "no-such-model"})
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (404, "model_not_found", "model")
     r = httpx.get(f"{url}/ft-nope", headers=headers)
     assert r.status_code == 404 and r.json()["error"]["message"] == "No such fine-tune job: ft-nope"
     mine = httpx.post(url, headers=headers, json={"training_file": f.id}).json()["id"]

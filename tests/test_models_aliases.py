@@ -1,10 +1,10 @@
-"""Alias table: defaults, env JSON / file overrides, dict overrides, errors."""
+"""Alias table (env JSON / file overrides, dict overrides, errors) and the OpenAI-name rule."""
 
 import json
 
 import pytest
 
-from tunery.models.aliases import ALIASES_ENV, OPENAI_BASE_MODELS, list_base_models, load_aliases, resolve_alias
+from tunery.models.aliases import ALIASES_ENV, OPENAI_BASE_MODELS, OpenAINames, base_target, list_base_models, load_aliases, resolve_alias
 from tunery.models.errors import TuneryModelError
 
 
@@ -13,13 +13,32 @@ def _no_env_aliases(monkeypatch):
     monkeypatch.delenv(ALIASES_ENV, raising=False)
 
 
-def test_every_openai_base_model_maps_to_the_packaged_default():
-    table = load_aliases()
-    assert len(OPENAI_BASE_MODELS) == 16
-    assert {name: table[name] for name in OPENAI_BASE_MODELS} == {name: "default" for name in OPENAI_BASE_MODELS}
-    assert resolve_alias("gpt-4o-mini-2024-07-18", table) == "default"
-    assert resolve_alias("curie", table) == "default"
-    assert resolve_alias("/some/folder", table) == "/some/folder"
+@pytest.mark.parametrize("name", [*OPENAI_BASE_MODELS, "gpt-4.1-mini", "gpt-4o", "o4-mini", "o3", "gpt-5-mini", "gpt-6-turbo-2027-01-01",
+                                  "chatgpt-4o-latest", "text-davinci-003", "gpt-3.5-turbo-instruct"])
+def test_every_openai_name_maps_to_the_default_by_rule(name):
+    assert base_target(name, load_aliases()) == "default"
+
+
+@pytest.mark.parametrize("name", ["/some/folder", "../x", "org/name", "HuggingFaceTB/other", "model.gguf", "ft:gpt-4o:x::y",
+                                  "curie:ft-acme-2021-03-03-21-44-20", "gpt-4o/../../etc", "gpt-", "mistral-7b", "default", ""])
+def test_other_names_are_not_base_models(name):
+    assert base_target(name, load_aliases()) is None
+
+
+def test_the_rule_is_configurable():
+    table = load_aliases({"team": "/models/team", "gpt-4o": "/models/big"})
+    rule = OpenAINames(target="team")
+    assert base_target("gpt-4.1-mini", table, rule) == "/models/team"
+    assert base_target("gpt-4o", table, rule) == "/models/big"  # an alias of the same name wins
+    assert base_target("o4-mini", table, OpenAINames(pattern=r"gpt-.*")) is None
+    assert base_target("gpt-4o-mini", table, OpenAINames(pattern="")) is None  # the rule off
+    assert base_target("SmolLM2-135M-Instruct", table, OpenAINames(pattern="")) == "SmolLM2-135M-Instruct"
+    assert "gpt-4o-mini" not in list_base_models(openai=OpenAINames(pattern=""))
+
+
+def test_bad_pattern_is_one_line():
+    with pytest.raises(TuneryModelError, match=r"^the OpenAI model name pattern '\(' is not a valid regular expression"):
+        OpenAINames(pattern="(").matches("gpt-4o")
 
 
 def test_env_json_overrides_and_adds(monkeypatch):
@@ -27,7 +46,8 @@ def test_env_json_overrides_and_adds(monkeypatch):
     table = load_aliases()
     assert table["gpt-4o-mini"] == "/models/llama"
     assert table["my-model"] == "org/name"
-    assert table["gpt-3.5-turbo"] == "default"
+    assert base_target("gpt-4o-mini", table) == "/models/llama"  # overrides the rule for that name
+    assert base_target("gpt-3.5-turbo", table) == "default"
 
 
 def test_env_file_path_and_dict_override_wins(monkeypatch, tmp_path):

@@ -62,6 +62,16 @@ def test_alias_to_folder_from_env(monkeypatch, tiny_llama):
     assert (resolved.path, resolved.source, resolved.spec) == (tiny_llama, "folder", "gpt-4o-mini")
 
 
+@pytest.mark.parametrize("name", ["gpt-5-mini", "o4-mini", "gpt-4.1-mini", "davinci-002"])
+def test_openai_names_follow_the_rule_to_its_target(tiny_llama, name):
+    from tunery.models.aliases import OpenAINames
+
+    resolved = resolve_model(name, openai=OpenAINames(target="team"), aliases={"team": str(tiny_llama)})
+    assert (resolved.path, resolved.source, resolved.spec) == (tiny_llama, "folder", name)
+    with pytest.raises(ModelNotFoundError, match=rf"^unknown model '{name}'"):
+        resolve_model(name, openai=OpenAINames(pattern=""))  # the rule off: just an unknown name
+
+
 def test_load_tokenizer_pads_with_eos_without_growing_vocab(tiny_llama):
     tokenizer = load_tokenizer(resolve_model(str(tiny_llama)))
     assert (tokenizer.pad_token, tokenizer.pad_token_id, len(tokenizer)) == ("<|im_end|>", 2, 7)

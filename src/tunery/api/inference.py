@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import Request
 
@@ -19,6 +18,7 @@ from tunery.api.errors import APIError
 from tunery.serve.engine import Generation
 from tunery.serve.registry import ModelRegistry, ModelSource, Served
 from tunery.serve.sampling import SamplingParams
+from tunery.store import catalog
 
 _registry_lock = threading.Lock()
 
@@ -48,47 +48,27 @@ def forget_model(app, name: str) -> bool:
 
 
 def model_not_found(name: str) -> APIError:
-    return APIError(404, f"The model '{name}' does not exist or you do not have access to it.", param="model", code="model_not_found")
+    return APIError(404, catalog.not_found_message(name), param="model", code="model_not_found")
 
 
-def _weights_source(name: str, folder: Path) -> ModelSource:
-    """A job's or checkpoint's folder: a PEFT adapter (possibly in `adapter/`) or full weights (`model/`)."""
-    for candidate in (folder, folder / "adapter", folder / "model"):
-        if (candidate / "adapter_config.json").is_file():
-            base = json.loads((candidate / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            if not base or not (Path(base) / "config.json").is_file():
-                raise APIError(500, f"the base model of '{name}' is missing ({base})", type="server_error")
-            return ModelSource(name, "adapter", candidate, base_path=Path(base))
-        if (candidate / "config.json").is_file():
-            return ModelSource(name, "full", candidate)
-    raise model_not_found(name)  # weights removed from disk: the model is gone
-
-
-def lookup_fine_tuned(session, project_id: str, name: str) -> Path | None:
-    """The weights folder of the project's fine-tuned model or checkpoint `name` (jobs' hook)."""
-    from tunery.jobs.models import find_fine_tuned
-
-    found = find_fine_tuned(session, project_id, name)
-    return Path(found.weights_path) if found is not None and found.weights_path else None
+def check_model_given(name) -> None:
+    """`model: ""` is a 400, as OpenAI answers it (a missing field is pydantic's 400)."""
+    if not isinstance(name, str) or not name.strip():
+        raise APIError(400, "you must provide a model parameter", param="model")
 
 
 def find_source(store, project_id: str, name: str) -> ModelSource:
-    from tunery.models.errors import ModelNotFoundError
-    from tunery.models.resolve import resolve_model
-
-    with store.db.session_scope() as session:
-        found = lookup_fine_tuned(session, project_id, name)
-    if found is not None:
-        return _weights_source(name, found)
-    if name.startswith("ft:") or ":ft-" in name:
-        raise model_not_found(name)
-    if "/" in name or name.startswith((".", "~")):
-        raise model_not_found(name)  # request bodies never name server paths; use an alias
+    """The weights `name` means for the project (`tunery.store.catalog`, remote rules), as a
+    serving source; the same 404 for every name the project may not use."""
+    check_model_given(name)
     try:
-        resolved = resolve_model(name)
-    except ModelNotFoundError:
+        with store.db.session_scope() as session:
+            found = catalog.resolve(session, store.settings, project_id, name)
+    except catalog.ModelNotAvailable:
         raise model_not_found(name) from None
-    return ModelSource(name, "base", resolved.path, context_length=resolved.context_length)
+    except catalog.ModelUnusable as exc:
+        raise APIError(500, str(exc), type="server_error", code="model_unavailable") from None
+    return ModelSource(name, found.kind, found.path, base_path=found.base_path, context_length=found.context_length)
 
 
 async def served_model(request: Request, store, project_id: str, name: str) -> Served:

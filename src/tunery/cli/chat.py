@@ -111,23 +111,31 @@ def export(
 def _weights_of(model: str, project_name: str, home: str | None) -> Path:
     from sqlalchemy import select
 
-    from tunery.jobs.models import find_fine_tuned
+    from tunery.models.errors import TuneryModelError
+    from tunery.store import catalog
     from tunery.store.context import open_store
     from tunery.store.keys import Project
     from tunery.store.settings import load_settings
 
+    if not catalog.is_fine_tuned_name(model):
+        typer.echo(f"error: {model!r} is neither a folder nor a fine-tuned model name (ft:...)", err=True)
+        raise typer.Exit(1)
     store = open_store(load_settings(home))
     try:
         with store.db.session_scope() as session:
-            project = session.scalar(select(Project).where(Project.name == project_name))
-            found = find_fine_tuned(session, project.id, model) if project else None
-            path = found.weights_path if found else None
+            project_id = session.scalar(select(Project.id).where(Project.name == project_name))
+            found = catalog.resolve(session, store.settings, project_id, model, remote=False) if project_id else None
+    except catalog.ModelNotAvailable:
+        found = None
+    except TuneryModelError as exc:
+        typer.echo(f"error: {model}: {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         store.close()
-    if not path or not Path(path).is_dir():
+    if found is None:
         typer.echo(f"error: no fine-tuned model {model!r} in project {project_name!r} (see `tunery models list`)", err=True)
         raise typer.Exit(1)
-    return Path(path)
+    return found.path
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ def _ints(text: str, option: str) -> list[int]:
 
 
 def eval_command(
-    models: list[str] = typer.Argument(..., help="Models: a base model (alias, packaged name, folder, .gguf), an ft: name of the local Tunery home, or a folder written by `tunery train`."),
+    models: list[str] = typer.Argument(..., help="Models: a base model (alias, registered or packaged name, OpenAI name, folder, .gguf), an ft: name of --project in the local Tunery home, or a folder written by `tunery train`."),
     data: Path = typer.Option(..., "--data", "-d", help="JSONL of chat `messages` (the reference is the final assistant message) or prompt/completion records."),
     task: str | None = typer.Option(None, "--task", help="classification, regression or generation (default: inferred from the references)."),
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated class labels, in order (default: the references' distinct values)."),
@@ -38,6 +38,7 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per run (a list) on stdout instead of the table."),
     report: Path | None = typer.Option(None, "--report", help="Write an HTML report with plots to this file."),
     answers: Path | None = typer.Option(None, "--answers", help="Write every model answer (JSONL) to this file."),
+    project: str = typer.Option("default", "--project", help="Project of the local Tunery home whose fine-tuned models (ft:...) are looked up; no other project is searched."),
 ) -> None:
     """Evaluate MODELS on --data: accuracy, F1 and the confusion matrix for labels, MAE/RMSE for
     numbers, ROUGE-L and token F1 for text, and the references' loss and perplexity.
@@ -57,7 +58,7 @@ def eval_command(
     try:
         examples = load_examples(data, limit)
         pool = load_examples(few_shot_file) if few_shot_file else []
-        resolved = [resolve_eval_model(m) for m in models]
+        resolved = [resolve_eval_model(m, project) for m in models]
         plan = make_plan(resolved, examples, task, [x for x in labels.split(",")] if labels else None, ks, pool, seed=seed,
                          max_tokens=max_tokens, temperature=temperature, with_loss=loss)
     except EvalError as exc:

@@ -44,7 +44,7 @@ def classification_columns_for_file(weights: str | Path, validation_file: str | 
     from tunery.eval.sources import weights_source
     from tunery.serve.registry import ModelRegistry
 
-    source = weights_source("fine-tune", Path(weights))
+    source = weights_source("fine-tune", Path(weights), fine_tune=True)
     if source is None:
         raise EvalError(f"{weights}: no adapter or model weights there")
     registry = ModelRegistry()

@@ -1,18 +1,23 @@
 """What a MODEL argument of `tunery eval` names, as a serving `ModelSource`.
 
-A folder written by `tunery train` (or a job folder, or an adapter/model folder itself), an `ft:`
-name known to the local Tunery home (every project's fine-tuned models and checkpoints), or a
-base model (alias, packaged name, local folder, .gguf file, cached Hugging Face id).
+A folder written by `tunery train` (or a job folder, or an adapter/model folder itself), else what
+`tunery.store.catalog` says the name means in one project of the local Tunery home: a fine-tuned
+model or checkpoint of that project (`ft:…`), or a base model (alias, registered or packaged
+model, OpenAI name, and, this being the operator's own command, a local folder, .gguf file or
+cached Hugging Face id).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunery.eval.dataset import EvalError
+from tunery.models.errors import TuneryModelError
+from tunery.models.weights import find_weights
 from tunery.serve.registry import ModelSource
+
+DEFAULT_PROJECT = "default"
 
 
 @dataclass(frozen=True)
@@ -26,22 +31,15 @@ class EvalModel:
         return self.source.kind != "base"
 
 
-def weights_source(name: str, folder: Path) -> ModelSource | None:
-    """A run's or checkpoint's folder: a PEFT adapter (possibly in `adapter/`) or full weights
-    (`model/`); None when `folder` holds neither."""
-    for candidate in (folder / "adapter", folder / "model", folder):
-        config = candidate / "adapter_config.json"
-        if config.is_file():
-            try:
-                base = json.loads(config.read_text()).get("base_model_name_or_path")
-            except (OSError, ValueError) as exc:
-                raise EvalError(f"{config}: unreadable adapter config: {exc}") from None
-            if not base or not (Path(base) / "config.json").is_file():
-                raise EvalError(f"{name}: the base model of this adapter is missing ({base})")
-            return ModelSource(name, "adapter", candidate, base_path=Path(base))
-        if candidate != folder and (candidate / "config.json").is_file():
-            return ModelSource(name, "full", candidate)
-    return None
+def weights_source(name: str, folder: Path, *, fine_tune: bool = False) -> ModelSource | None:
+    """A run's or checkpoint's folder as a source: a PEFT adapter or full weights (`model/`); None
+    when `folder` holds neither. A model folder itself is a base model unless `fine_tune` (the
+    folder is known to be a fine-tune's weights, e.g. a job's `model/`)."""
+    try:
+        weights = find_weights(folder, full_at_top=fine_tune)
+    except TuneryModelError as exc:
+        raise EvalError(f"{name}: {exc}") from None
+    return None if weights is None else ModelSource(name, weights.kind, weights.path, base_path=weights.base_path)
 
 
 def metrics_csv_for(weights: Path) -> Path | None:
@@ -52,52 +50,53 @@ def metrics_csv_for(weights: Path) -> Path | None:
     return None
 
 
-def _find_fine_tuned(name: str, settings=None):
-    """The `FineTunedModel` called `name` in any project of the local home, or None."""
-    from sqlalchemy import select
-
-    from tunery.jobs.models import find_fine_tuned
-    from tunery.store.context import open_store
-    from tunery.store.keys import Project
-    from tunery.store.settings import load_settings
-
-    try:
-        store = open_store(settings or load_settings())
-    except Exception as exc:  # a bad config or an unreachable database: say so in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EvalError(f"{name}: cannot open the local Tunery home to look it up: {first}") from None
-    try:
-        with store.db.session_scope() as session:
-            for project_id in session.scalars(select(Project.id)).all():
-                found = find_fine_tuned(session, project_id, name)
-                if found is not None:
-                    return found
-    finally:
-        store.close()
-    return None
-
-
-def resolve_eval_model(spec: str, settings=None) -> EvalModel:
-    """`spec` as an `EvalModel`; an `EvalError` names what was not found."""
+def resolve_eval_model(spec: str, project: str = DEFAULT_PROJECT, settings=None) -> EvalModel:
+    """`spec` as an `EvalModel`, fine-tuned names looked up in `project` (a project name) of the
+    local home; an `EvalError` names what was not found."""
     path = Path(spec).expanduser()
     if path.is_dir():
         source = weights_source(spec, path)
         if source is not None:
             return EvalModel(spec, source, metrics_csv_for(source.path))
-    if spec.startswith("ft:") or ":ft-" in spec:
-        found = _find_fine_tuned(spec, settings)
-        if found is None or not found.weights_path:
-            raise EvalError(f"{spec}: no such fine-tuned model in the local Tunery home (see `tunery serve`'s /v1/models)")
-        weights = Path(found.weights_path)
-        source = weights_source(spec, weights) if weights.is_dir() else None
-        if source is None:
-            raise EvalError(f"{spec}: its weights are gone from {weights}")
-        return EvalModel(spec, source, metrics_csv_for(weights))
-    from tunery.models.errors import TuneryModelError
-    from tunery.models.resolve import resolve_model
+    from tunery.store import catalog
 
     try:
-        resolved = resolve_model(spec)
+        if catalog.is_fine_tuned_name(spec):
+            found = _in_project(spec, project, settings)
+        else:  # a base model: no database needed
+            found = catalog.resolve(None, _settings(settings), "", spec, remote=False)
+    except catalog.ModelNotAvailable:
+        raise EvalError(f"{spec}: no such fine-tuned model in the local Tunery home's project {project!r} "
+                        f"(see `tunery models list`; --project picks another project)") from None
     except TuneryModelError as exc:
         raise EvalError(f"{spec}: {exc}") from None
-    return EvalModel(spec, ModelSource(spec, "base", resolved.path, context_length=resolved.context_length))
+    source = ModelSource(spec, found.kind, found.path, base_path=found.base_path, context_length=found.context_length)
+    return EvalModel(spec, source, metrics_csv_for(found.path) if found.fine_tuned else None)
+
+
+def _settings(settings):
+    from tunery.store.settings import load_settings
+
+    return settings or load_settings()
+
+
+def _in_project(spec: str, project: str, settings):
+    from sqlalchemy import select
+
+    from tunery.store import catalog
+    from tunery.store.context import open_store
+    from tunery.store.keys import Project
+
+    try:
+        store = open_store(_settings(settings))
+    except Exception as exc:  # a bad config or an unreachable database: say so in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvalError(f"{spec}: cannot open the local Tunery home to look it up: {first}") from None
+    try:
+        with store.db.session_scope() as session:
+            project_id = session.scalar(select(Project.id).where(Project.name == project))
+            if project_id is None:
+                raise catalog.ModelNotAvailable(spec)
+            return catalog.resolve(session, store.settings, project_id, spec, remote=False)
+    finally:
+        store.close()

@@ -16,9 +16,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tunery.jobs import queue, states
+from tunery.store import catalog
 from tunery.store import files as files_repo
 from tunery.store.db import now
 from tunery.store.jobs import Job
+from tunery.store.settings import Settings, load_settings
 
 MAX_SEED = 2_147_483_647
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
@@ -136,20 +138,23 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     return dict(metadata)
 
 
-def check_model(model: Any) -> str:
+def check_model(session: Session, project_id: str, model: Any, settings: Settings | None = None) -> str:
+    """`model` if it names what the project may fine-tune (`tunery.store.catalog`'s remote rules): a
+    base model the operator offers, or a fine-tuned model or checkpoint of the project to continue
+    from. Anything else, a path or another project's model included, is the same 404."""
     if not isinstance(model, str) or not model.strip():
         raise JobParamError("Missing required parameter: 'model'.", "model")
-    from tunery.models.errors import TuneryModelError
-    from tunery.models.resolve import resolve_model
-
     try:
-        resolve_model(model)
-    except TuneryModelError as exc:
-        raise JobParamError(f"The model '{model}' does not exist or is not available for fine-tuning: {exc}", "model",
-                            "model_not_found") from None
-    if ":" in model or any(c.isspace() for c in model):  # it becomes a part of `ft:{base}:{org}:…`
+        catalog.resolve(session, settings or load_settings(), project_id, model)
+    except catalog.ModelNotAvailable as exc:
+        raise JobParamError(str(exc), "model", "model_not_found", status=404) from None
+    except catalog.ModelUnusable as exc:
+        raise JobParamError(str(exc), "model", "model_unavailable", status=500) from None
+    if not catalog.is_fine_tuned_name(model) and (":" in model or any(c.isspace() for c in model)):
+        # a base model's name becomes a part of `ft:{base}:{org}:…`
         raise JobParamError(f"The model name '{model}' cannot contain ':' or spaces; add an alias for it "
-                            "($TUNERY_MODEL_ALIASES).", "model", "invalid_model_name")
+                            "($TUNERY_MODEL_ALIASES) or register it under another name (`tunery models add`).", "model",
+                            "invalid_model_name")
     return model
 
 
@@ -170,6 +175,7 @@ def create_job(
     project_id: str,
     *,
     model: Any,
+    settings: Settings | None = None,
     training_file: Any,
     validation_file: Any = None,
     suffix: Any = None,
@@ -180,8 +186,9 @@ def create_job(
     legacy: bool = False,
     options: dict | None = None,
 ) -> Job:
-    """Check every parameter (first bad one raises `JobParamError`), then store the job."""
-    model = check_model(model)
+    """Check every parameter (first bad one raises `JobParamError`), then store the job. `settings`:
+    the server's (which models it offers); default `load_settings()`."""
+    model = check_model(session, project_id, model, settings)
     training_file = check_file(session, project_id, training_file, "training_file")
     if validation_file is not None:
         validation_file = check_file(session, project_id, validation_file, "validation_file")

@@ -1,7 +1,7 @@
 """Fine-tuned models and checkpoints as models: listed, looked up and deleted per project.
 
-The hooks `/v1/models` uses (`list_fine_tuned`, `delete_fine_tuned`) and the one serving uses to
-find the weights of an `ft:` name (`find_fine_tuned`). A succeeded job is a model
+The hooks `/v1/models` uses (`list_fine_tuned`, `delete_fine_tuned`); finding one name's weights is
+`tunery.store.catalog`'s (an indexed lookup, re-exported here as `find_fine_tuned`). A succeeded job is a model
 (`fine_tuned_model`, weights in `weights_path`); each kept checkpoint is one too
 (`…:ckpt-step-N`). Deleting removes the weights from disk; the job itself stays, as at OpenAI.
 """
@@ -9,25 +9,16 @@ find the weights of an `ft:` name (`find_fine_tuned`). A succeeded job is a mode
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tunery.jobs import states
+from tunery.store.catalog import FineTunedModel, find_fine_tuned
 from tunery.store.jobs import Job, JobCheckpoint
 
-
-@dataclass(frozen=True)
-class FineTunedModel:
-    id: str  # the model name: ft:… or ft:…:ckpt-step-N (legacy: base:ft-org-…)
-    created: int
-    owned_by: str  # the project id
-    base_model: str  # what the job was asked to fine-tune (an alias or a model spec)
-    weights_path: str  # a peft adapter folder or a full model folder
-    job_id: str
-    step: int | None = None  # set for checkpoints
+__all__ = ["FineTunedModel", "delete_fine_tuned", "find_fine_tuned", "list_fine_tuned"]
 
 
 def _models(session: Session, project_id: str) -> list[FineTunedModel]:
@@ -52,10 +43,6 @@ def _models(session: Session, project_id: str) -> list[FineTunedModel]:
 def list_fine_tuned(session: Session, project_id: str) -> list[dict]:
     """`/v1/models` entries ({id, created, owned_by}) of the project's fine-tuned models."""
     return [{"id": m.id, "created": m.created, "owned_by": m.owned_by} for m in _models(session, project_id)]
-
-
-def find_fine_tuned(session: Session, project_id: str, name: str) -> FineTunedModel | None:
-    return next((m for m in _models(session, project_id) if m.id == name), None)
 
 
 def delete_fine_tuned(store, session: Session, project_id: str, model_id: str) -> bool:

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from tunery.jobs import legacy_results, queue, states
 from tunery.jobs.runner import DEFAULT_GRACE_S, Outcome, TrainingProcess, watch
 from tunery.jobs.validate import check_job_file
+from tunery.store import catalog
 from tunery.store import files as files_repo
 from tunery.store.context import Store
 from tunery.store.db import now
@@ -77,12 +78,30 @@ def org_name(project: Project | None) -> str:
 
 
 def model_name_for(session, job: Job) -> str:
+    """The new model's name; a fine-tune of a fine-tune keeps the original base in its name, as at OpenAI."""
     from tunery.models import naming
 
     org = org_name(session.get(Project, job.project_id))
+    parsed = naming.parse_model_name(job.model)
+    base = parsed.base if parsed is not None else job.model
     if job.legacy:
-        return naming.legacy_fine_tuned_model_name(job.model, org, job.suffix, job.created_at)
-    return naming.fine_tuned_model_name(job.model, org, job.suffix, job.id)
+        return naming.legacy_fine_tuned_model_name(base, org, job.suffix, job.created_at)
+    return naming.fine_tuned_model_name(base, org, job.suffix, job.id)
+
+
+def start_model(store: Store, session, job: Job, folder: Path) -> tuple[str, Path | None]:
+    """(the local spec the trainer starts from, an adapter to merge into `folder/start-model` first).
+
+    `tunery.store.catalog` answers what `job.model` means in the job's project at run time (the
+    trainer then never sees a client's name): a base model's configured spec, or the weights of the
+    project's fine-tuned model to continue from (full weights as they are; an adapter merged into
+    its base, which the new fine-tune then starts from). `ModelNotAvailable` when it is gone."""
+    found = catalog.resolve(session, store.settings, job.project_id, job.model)
+    if found.fine_tuned is None:
+        return found.base_spec or str(found.path), None
+    if found.kind == "full":
+        return str(found.path), None
+    return str(folder / "start-model"), found.path
 
 
 class Worker:
@@ -215,7 +234,7 @@ class Worker:
                 self.active.pop(job_id, None)
                 self.free_slots.append(slot)
 
-    def train_config(self, job: Job, out: Path) -> dict:
+    def train_config(self, job: Job, out: Path, model: str | None = None) -> dict:
         blobs = self.store.blobs
         # What was asked ("auto" stays "auto"): `job.hyperparameters` shows the resolved numbers,
         # and a resumed run must be configured exactly like the run whose checkpoint it continues.
@@ -226,7 +245,7 @@ class Worker:
             "training_file": str(blobs.path(files_repo.blob_key(job.training_file))),
             "validation_file": str(blobs.path(files_repo.blob_key(job.validation_file))) if job.validation_file else None,
             "out_dir": str(out),
-            "model": job.model,
+            "model": model or job.model,
             "seed": job.seed,
             "resume": bool(resume),
             **{k: hp.get(k, "auto") for k in OPENAI_HYPERPARAMETERS},
@@ -242,10 +261,21 @@ class Worker:
             model_name = model_name_for(session, job)
             folder = job_dir(self.store, job.id)
             out = folder / "out"
-            config = self.train_config(job, out)
+            try:
+                model, merge = start_model(self.store, session, job, folder)
+            except (catalog.ModelNotAvailable, catalog.ModelUnusable) as exc:
+                error = {"code": "model_not_found", "message": str(exc), "param": "model"}
+                if queue.transition(session, job_id, states.FAILED, [states.RUNNING, states.PAUSED], error=error, worker_id=None):
+                    queue.add_event(session, job_id, error["message"], level="error")
+                return
+            config = self.train_config(job, out, model)
             resuming = config["resume"]
             legacy, classification = job.legacy, (job.options or {}).get("classification") or {}
             queue.add_event(session, job.id, "Fine-tuning job resumed from its last checkpoint" if resuming else "Fine-tuning job started")
+        if merge is not None and not (folder / "start-model" / "config.json").is_file():
+            from tunery.serve.export import export_merged
+
+            export_merged(merge, folder / "start-model")  # once: a resumed run starts from the same folder
         env = {"CUDA_VISIBLE_DEVICES": slot} if slot is not None else None
         process = TrainingProcess(folder, out, config, command=self.command, env=env)
         process.start()

@@ -1,24 +1,38 @@
-"""Model aliases: OpenAI base model names (and any names a team adds) mapped to local model specs.
+"""Model aliases and the OpenAI-name rule: which local model a base model name means.
 
-By default every OpenAI name maps to the packaged model, so SDK code written for OpenAI runs
-unchanged. Overrides, weakest first: the built-in table, `$TUNERY_MODEL_ALIASES` (JSON text or a
-path to a JSON file), then a dict passed in. A target may be another alias, a local folder, a
-`.gguf` file, a Hugging Face id, or "default" (the packaged model).
+Two operator settings decide it. The alias table maps names (any a team adds) to local model
+specs: `$TUNERY_MODEL_ALIASES` (JSON text or a path to a JSON file), then a dict passed in (the
+registered models of the Tunery home, see `tunery.models.registered`). A target may be another
+alias, a local folder, a `.gguf` file, a Hugging Face id, or "default" (the packaged model).
+
+OpenAI model names are not a fixed list: any name the `OpenAINames` rule's pattern matches (by
+default every OpenAI chat or completion model name: `gpt-*`, `chatgpt-*`, `o1`, `o4-mini`, the
+legacy `ada`/`babbage`/`curie`/`davinci` families) means the rule's target, the default local
+model unless the operator says otherwise. An alias of the same name wins over the rule, so a team
+can send `gpt-4o` to one model and every other OpenAI name to another.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from tunery.models.errors import TuneryModelError
-from tunery.models.packaged import PACKAGED_NAME
+from tunery.models.packaged import PACKAGED_NAME, PACKAGED_NAMES
 
 ALIASES_ENV = "TUNERY_MODEL_ALIASES"
 DEFAULT_TARGET = "default"
 
+# Every OpenAI chat or completion model name, current and to come: no ':' (so never an `ft:` name),
+# no '/' (so never a path or a Hugging Face id).
+DEFAULT_OPENAI_PATTERN = r"(?:gpt-|chatgpt-)[A-Za-z0-9._-]+|o\d[A-Za-z0-9._-]*|(?:text-)?(?:ada|babbage|curie|davinci)(?:-[A-Za-z0-9._-]+)?"
+
+# Shown in /v1/models so that clients can discover some names; the rule above accepts any other.
 OPENAI_BASE_MODELS = (
     "gpt-4o-mini-2024-07-18",
     "gpt-4o-mini",
@@ -39,12 +53,31 @@ OPENAI_BASE_MODELS = (
     "davinci",
 )
 
-DEFAULT_ALIASES: Mapping[str, str] = {name: DEFAULT_TARGET for name in OPENAI_BASE_MODELS}
+
+@dataclass(frozen=True)
+class OpenAINames:
+    """The rule for OpenAI model names: names matching `pattern` (whole name) mean `target`.
+    An empty pattern turns the rule off (then only aliases and registered models are offered)."""
+
+    pattern: str = DEFAULT_OPENAI_PATTERN
+    target: str = DEFAULT_TARGET
+
+    @cached_property
+    def _regex(self) -> re.Pattern | None:
+        if not self.pattern:
+            return None
+        try:
+            return re.compile(self.pattern)
+        except re.error as exc:
+            raise TuneryModelError(f"the OpenAI model name pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
+
+    def matches(self, name: str) -> bool:
+        return self._regex is not None and self._regex.fullmatch(name) is not None
 
 
 def load_aliases(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The alias table in effect: built-in, then `$TUNERY_MODEL_ALIASES`, then `overrides`."""
-    table = dict(DEFAULT_ALIASES)
+    """The alias table in effect: `$TUNERY_MODEL_ALIASES`, then `overrides`."""
+    table: dict[str, str] = {}
     raw = os.environ.get(ALIASES_ENV, "").strip()
     if raw:
         table.update(_parse_env(raw))
@@ -89,10 +122,29 @@ def resolve_alias(spec: str, aliases: Mapping[str, str]) -> str:
     return spec
 
 
-def list_base_models(overrides: Mapping[str, str] | None = None) -> list[str]:
-    """Every base model name a client may ask for (for `/v1/models`): the packaged model first,
-    then every alias (the OpenAI names and any configured extras), in table order."""
-    names = [PACKAGED_NAME]
+def base_target(name: str, aliases: Mapping[str, str], openai: OpenAINames = OpenAINames()) -> str | None:
+    """The spec the base model `name` stands for (aliases followed, then the OpenAI rule), or None
+    when `name` is none of: an alias, the packaged model, an OpenAI name the rule accepts.
+
+    This is the whole answer for a remote client: it can only name what the operator offers; the
+    spec returned may be a path, but only because the operator's configuration wrote it."""
+    if name in aliases:
+        target = resolve_alias(name, aliases)
+    elif name in PACKAGED_NAMES:
+        return name
+    elif openai.matches(name):
+        target = name
+    else:
+        return None
+    if target not in aliases and openai.matches(target):  # an alias of an OpenAI name, or the name itself
+        target = resolve_alias(openai.target, aliases)
+    return target
+
+
+def list_base_models(overrides: Mapping[str, str] | None = None, openai: OpenAINames = OpenAINames()) -> list[str]:
+    """Base model names for `/v1/models`: the packaged model, some OpenAI names (when the rule is
+    on and accepts them), then every alias (configured and registered), in table order."""
+    names = [PACKAGED_NAME, *(n for n in OPENAI_BASE_MODELS if openai.matches(n))]
     for name in load_aliases(overrides):
         if name not in names:
             names.append(name)

@@ -1,4 +1,8 @@
-"""Turn a model spec (alias, packaged name, folder, .gguf file, Hugging Face id) into a local folder."""
+"""Turn a model spec (alias, OpenAI name, packaged name, folder, .gguf file, Hugging Face id) into a local folder.
+
+This accepts paths and cached Hugging Face ids: it is for the operator's own commands and for specs
+the operator configured. What a remote client may name is decided by `tunery.store.catalog`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunery.models.aliases import DEFAULT_TARGET, load_aliases, resolve_alias
+from tunery.models.aliases import DEFAULT_TARGET, OpenAINames, base_target, load_aliases
 from tunery.models.convert import cache_root, ensure_converted
 from tunery.models.errors import ModelNotFoundError, TuneryModelError
 from tunery.models.packaged import PACKAGED_NAME, PACKAGED_NAMES, packaged_gguf
@@ -34,15 +38,17 @@ def resolve_model(
     spec: str | None = None,
     *,
     aliases: Mapping[str, str] | None = None,
+    openai: OpenAINames = OpenAINames(),
     on_convert: Callable[[str], None] | None = None,
 ) -> ResolvedModel:
     """Resolve `spec` to a local model folder, never touching the network.
 
-    Aliases are applied first. A GGUF (packaged or given) is converted once into
+    Aliases and the OpenAI-name rule are applied first. A GGUF (packaged or given) is converted once into
     `$TUNERY_CACHE/models/`; `on_convert` is told when that slow step starts.
     """
     asked = (spec or "").strip()
-    target = resolve_alias(asked or DEFAULT_TARGET, load_aliases(aliases))
+    asked_or_default = asked or DEFAULT_TARGET
+    target = base_target(asked_or_default, load_aliases(aliases), openai) or asked_or_default
     if target == DEFAULT_TARGET or target in PACKAGED_NAMES:
         folder = ensure_converted(packaged_gguf(), _models_dir() / PACKAGED_NAME, on_convert)
         return _resolved(PACKAGED_NAME, folder, "packaged", asked)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -15,27 +14,26 @@ def export_merged(weights: Path, out: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM
 
+    from tunery.models.errors import TuneryModelError
+    from tunery.models.weights import find_weights
     from tunery.serve.registry import load_tokenizer
 
-    weights = Path(weights)
-    for candidate in (weights, weights / "adapter", weights / "model"):
-        if (candidate / "adapter_config.json").is_file() or (candidate / "config.json").is_file():
-            weights = candidate
-            break
-    else:
+    try:
+        found = find_weights(Path(weights))
+    except TuneryModelError as exc:  # the adapter's base model is gone
+        raise FileNotFoundError(str(exc)) from None
+    if found is None:
         raise FileNotFoundError(f"{weights} holds neither a PEFT adapter (adapter_config.json) nor a model (config.json)")
+    weights = found.path
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder")
-    if (weights / "adapter_config.json").is_file():
+    if found.kind == "adapter":
         from peft import PeftModel
 
-        base_path = Path(json.loads((weights / "adapter_config.json").read_text())["base_model_name_or_path"])
-        if not (base_path / "config.json").is_file():
-            raise FileNotFoundError(f"the adapter's base model {base_path} is missing (adapter_config.json: base_model_name_or_path)")
-        base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
+        base = AutoModelForCausalLM.from_pretrained(found.base_path, dtype="auto")
         model = PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
-        tokenizer = load_tokenizer(weights, weights.parent, base_path)
+        tokenizer = load_tokenizer(weights, weights.parent, found.base_path)
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype="auto")
         tokenizer = load_tokenizer(weights, weights.parent)

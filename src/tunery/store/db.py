@@ -6,7 +6,7 @@ because the tables use only portable types and no dialect-specific SQL. Timestam
 Unix seconds, as in OpenAI's objects.
 
 Table modules define their classes on `Base`; `Database.create_all()` imports every one of them
-and creates what is missing.
+and creates what is missing, indexes of existing tables included.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class Database:
         from tunery.store import files, jobs, keys, uploads  # noqa: F401
 
         Base.metadata.create_all(self.engine)
+        # create_all makes the indexes of the tables it creates only: add indexes declared since an
+        # existing database was made (`checkfirst` skips those it has).
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:

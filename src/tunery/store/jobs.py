@@ -8,7 +8,7 @@ served), newest-first listings and cursors. Public ids are unique strings beside
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tunery.store.db import Base, now
@@ -16,6 +16,9 @@ from tunery.store.db import Base, now
 
 class Job(Base):
     __tablename__ = "fine_tuning_jobs"
+    # A model name is looked up within its project on every request that names it
+    # (`tunery.store.catalog`); `Database.create_all` adds this index to existing databases too.
+    __table_args__ = (Index("ix_fine_tuning_jobs_model_project", "fine_tuned_model", "project_id"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)

@@ -33,6 +33,15 @@ _ENV = {
     "max_eval_bytes": "TUNERY_MAX_EVAL_BYTES",
 }
 
+# -- Model names (`tunery.store.catalog`): which local model an OpenAI model name means. --------
+# The pattern is a regular expression matched against the whole name (default: every OpenAI chat or
+# completion model name, `tunery.models.aliases.DEFAULT_OPENAI_PATTERN`; "off" turns the rule off);
+# the target is a model spec, alias or registered name ("default": the packaged model).
+_ENV.update({
+    "openai_models_pattern": "TUNERY_OPENAI_MODELS_PATTERN",
+    "openai_models_target": "TUNERY_OPENAI_MODELS_TARGET",
+})
+
 
 class SettingsError(ValueError):
     """A bad value in the environment or the config file (the message names where)."""
@@ -48,11 +57,19 @@ class Settings:
     max_upload_bytes: int = 8 * GB
     max_file_bytes: int = 512 * MB
     max_eval_bytes: int = 64 * MB
+    # -- model names (see the block above `_ENV.update`) --
+    openai_models_pattern: str | None = None  # None: the default pattern; "": the rule is off
+    openai_models_target: str = "default"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config_file(self) -> Path:
         return self.home / "config.toml"
+
+    @property
+    def models_file(self) -> Path:
+        """Base models registered by `tunery models add` (`tunery.models.registered`)."""
+        return self.home / "models.json"
 
 
 def default_home() -> Path:
@@ -95,8 +112,26 @@ def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
         max_upload_bytes=_int("max_upload_bytes", 8 * GB),
         max_file_bytes=_int("max_file_bytes", 512 * MB),
         max_eval_bytes=_int("max_eval_bytes", 64 * MB),
+        openai_models_pattern=_pattern(values.get("openai_models_pattern")),
+        openai_models_target=str(values.get("openai_models_target") or "default").strip(),
         extra=extra,
     )
+
+
+def _pattern(raw: Any) -> str | None:
+    """The OpenAI model name pattern: None (the default), "" (off), or a checked regular expression."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if text.lower() in ("", "off", "none"):
+        return ""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise SettingsError(f"openai_models_pattern is not a valid regular expression ({exc}): {text!r}") from None
+    return text
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

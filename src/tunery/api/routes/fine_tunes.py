@@ -76,7 +76,7 @@ def create(body: CreateFineTuneRequest, project: Project = Depends(current_proje
             "classification": _classification(body),
         }
         with store.db.session_scope() as session:
-            job = create_job(session, project.id, model=body.model or "curie", training_file=body.training_file,
+            job = create_job(session, project.id, settings=store.settings, model="curie" if body.model is None else body.model, training_file=body.training_file,
                              validation_file=body.validation_file, suffix=body.suffix, hyperparameters=hp,
                              legacy=True, options=options)
             return legacy_object(session, job)

@@ -53,7 +53,7 @@ def create(body: CreateFineTuningJobRequest, project: Project = Depends(current_
         raise APIError(400, "Integrations (wandb) are not supported by this server.", param="integrations", code="unsupported_integration")
     try:
         with store.db.session_scope() as session:
-            job = create_job(session, project.id, **body.model_dump(exclude={"integrations"}))
+            job = create_job(session, project.id, settings=store.settings, **body.model_dump(exclude={"integrations"}))
             return FineTuningJob.of(job)
     except JobParamError as exc:
         raise param_error(exc) from None

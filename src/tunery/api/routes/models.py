@@ -1,4 +1,4 @@
-"""`/v1/models`: the base models (every alias of `tunery.models.aliases` and the packaged model)
+"""`/v1/models`: the base models (`tunery.store.catalog.base_names`: packaged, aliases, registered)
 plus the caller's fine-tuned models and checkpoints.
 
 Fine-tuned models come from the jobs side:
@@ -42,11 +42,20 @@ def _base_created() -> int:
     return 0
 
 
-def base_models() -> list[ModelObject]:
-    from tunery.models.aliases import list_base_models
+def base_models(store: Store) -> list[ModelObject]:
+    from tunery.store.catalog import base_names
 
     created = _base_created()
-    return [ModelObject(id=name, created=created, owned_by=BASE_OWNER) for name in list_base_models()]
+    return [ModelObject(id=name, created=created, owned_by=BASE_OWNER) for name in base_names(store.settings)]
+
+
+def _is_base(store: Store, name: str) -> bool:
+    from tunery.store import catalog
+
+    try:
+        return catalog.base_spec(store.settings, name) is not None
+    except catalog.ModelUnusable:
+        return True  # offered, though broken: still not a model one may delete
 
 
 def fine_tuned_models(store: Store, project: Project) -> list[ModelObject]:
@@ -56,20 +65,22 @@ def fine_tuned_models(store: Store, project: Project) -> list[ModelObject]:
 
 @router.get("/models", response_model=ModelList)
 def list_models(project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    return ModelList(data=base_models() + fine_tuned_models(store, project))
+    return ModelList(data=base_models(store) + fine_tuned_models(store, project))
 
 
 @router.get("/models/{model:path}", response_model=ModelObject)
 def retrieve_model(model: str, project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    for m in base_models() + fine_tuned_models(store, project):
+    for m in base_models(store) + fine_tuned_models(store, project):
         if m.id == model:
             return m
+    if _is_base(store, model):  # an unlisted name the OpenAI rule accepts (gpt-4.1-mini): usable, so it exists
+        return ModelObject(id=model, created=_base_created(), owned_by=BASE_OWNER)
     raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
 
 
 @router.delete("/models/{model:path}", response_model=ModelDeleted)
 def delete_model(model: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
-    if any(m.id == model for m in base_models()):
+    if _is_base(store, model):
         raise APIError(403, f"The model '{model}' is a base model: only fine-tuned models can be deleted.", param="model")
     with store.db.session_scope() as session:
         deleted = jobs_models.delete_fine_tuned(store, session, project.id, model)
