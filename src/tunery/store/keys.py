@@ -90,33 +90,46 @@ def create_key(session: Session, project_name: str = DEFAULT_PROJECT) -> str:
     return key
 
 
-def project_for_key(session: Session, key: str) -> Project | None:
-    """The project `key` opens, or None (unknown or revoked); records when it was used."""
+def check_key(session: Session, key: str) -> tuple[str, Project] | None:
+    """(key id, project) of an active key, or None (unknown or revoked)."""
     if not key:
         return None
     digest = hash_key(key)
     row = session.execute(
-        select(ApiKey, Project)
+        select(ApiKey.id, ApiKey.key_hash, Project)
         .join(Project, ApiKey.project_id == Project.id)
         .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
     ).first()
-    if row is None or not hmac.compare_digest(row[0].key_hash.encode(), digest.encode()):
+    if row is None or not hmac.compare_digest(row.key_hash.encode(), digest.encode()):
         return None
-    _touch(session, row[0].id)
-    return row[1]
+    return row.id, row.Project
 
 
-def _touch(session: Session, key_id: str) -> None:
-    now_s = time.monotonic()
+def project_for_key(session: Session, key: str) -> Project | None:
+    found = check_key(session, key)
+    return found[1] if found else None
+
+
+def note_use(db, key_id: str) -> None:
+    """Record that `key_id` was used (at most once a minute per key and process). Best effort, in
+    its own transaction: a lost race with another process costs only this mark, never the request."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    mono = time.monotonic()
     with _written_lock:
-        if now_s - _last_written.get(key_id, -USE_RESOLUTION) < USE_RESOLUTION:
+        if mono - _last_written.get(key_id, -USE_RESOLUTION) < USE_RESOLUTION:
             return
-        _last_written[key_id] = now_s
-    use = session.get(ApiKeyUse, key_id)
-    if use is None:
-        session.add(ApiKeyUse(key_id=key_id, last_used_at=now()))
-    else:
-        use.last_used_at = now()
+        _last_written[key_id] = mono
+    try:
+        with db.session_scope() as session:
+            use = session.get(ApiKeyUse, key_id)
+            if use is None:
+                session.add(ApiKeyUse(key_id=key_id, last_used_at=now()))
+            else:
+                use.last_used_at = now()
+    except SQLAlchemyError:
+        with _written_lock:
+            _last_written.pop(key_id, None)  # try again on the next request
 
 
 def count_keys(session: Session) -> int:
