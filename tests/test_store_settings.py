@@ -50,3 +50,34 @@ def test_bad_values_name_the_problem(tmp_path, monkeypatch):
 
 def test_human_bytes():
     assert [human_bytes(n) for n in (10, 1536, 512 * MB, 8 * GB)] == ["10 bytes", "1.5 KB", "512 MB", "8 GB"]
+
+
+def test_limits_have_defaults_and_come_from_config_and_environment(tmp_path, monkeypatch):
+    from tunery.store.settings import LIMITS
+
+    for name in LIMITS:
+        monkeypatch.delenv(f"TUNERY_{name.upper()}", raising=False)
+    s = load_settings(tmp_path)
+    assert (s.max_request_bytes, s.max_form_parts, s.max_form_header_bytes) == (16 * MB, 16, 4096)
+    assert (s.default_max_tokens, s.max_generation_seconds) == (2048, 300.0)
+    assert (s.max_project_bytes, s.max_active_jobs, s.rate_limit_per_minute, s.rate_limit_burst) == (100 * GB, 50, 3000, 500)
+    (tmp_path / "config.toml").write_text("default_max_tokens = 512\nmax_generation_seconds = 1.5\nrate_limit_per_minute = 0\n")
+    monkeypatch.setenv("TUNERY_MAX_ACTIVE_JOBS", "3")
+    s = load_settings(tmp_path)
+    assert (s.default_max_tokens, s.max_generation_seconds, s.rate_limit_per_minute, s.max_active_jobs) == (512, 1.5, 0, 3)
+    assert s.extra == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("TUNERY_MAX_REQUEST_BYTES", "0", "max_request_bytes must be positive, got '0'"),
+        ("TUNERY_MAX_PROJECT_BYTES", "-1", "max_project_bytes must be at least 0, got '-1'"),
+        ("TUNERY_MAX_GENERATION_SECONDS", "soon", "max_generation_seconds must be a number, got 'soon'"),
+        ("TUNERY_RATE_LIMIT_BURST", "1.5", "rate_limit_burst must be an integer, got '1.5'"),
+    ],
+)
+def test_bad_limits_name_the_setting(tmp_path, monkeypatch, env, value, message):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(tmp_path)

@@ -4,6 +4,12 @@
 route; FastAPI's request validation (OpenAI answers 400, not 422, and names the field in
 `param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)"); and any unexpected exception
 (500 `server_error`, logged with its traceback; the server stays up).
+
+`APIError` is a Starlette `HTTPException` so that one raised while FastAPI reads a body (the body
+limit of `tunery.api.limits`) reaches its handler instead of becoming "error parsing the body".
+Limits answer as OpenAI does: 413 for a body too large, 429 with `Retry-After` for the request
+rate (`type` "requests", `code` "rate_limit_exceeded") and 429 `insufficient_quota` for a project
+quota, with `x-should-retry: false` so that the SDK does not retry what waiting will not fix.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ _TYPES = {
 }
 
 
-class APIError(Exception):
+class APIError(StarletteHTTPException):
     def __init__(
         self,
         status: int,
@@ -41,7 +47,7 @@ class APIError(Exception):
         type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status = status
         self.message = message
         self.param = param
@@ -57,6 +63,11 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
 def not_found(kind: str, oid: str, param: str = "id") -> APIError:
     """OpenAI's wording for an unknown id (also what another project's id gets)."""
     return APIError(404, f"No such {kind}: {oid}", param=param)
+
+
+def quota_exceeded(message: str) -> APIError:
+    """A project quota (stored bytes, unfinished jobs): waiting a few seconds will not help."""
+    return APIError(429, message, code="insufficient_quota", type="insufficient_quota", headers={"x-should-retry": "false"})
 
 
 def envelope(status: int, message: str, type: str, param: str | None = None, code: str | None = None, headers=None):

@@ -82,8 +82,10 @@ async def served_model(request: Request, store, project_id: str, name: str) -> S
     return await asyncio.to_thread(reg.get, source)
 
 
-def token_budget(served: Served, prompt_len: int, max_tokens: int | None, param: str, prompt_param: str) -> int:
-    """The number of tokens to generate, or a 400 when prompt + completion exceed the context."""
+def token_budget(served: Served, prompt_len: int, max_tokens: int | None, param: str, prompt_param: str, default: int) -> int:
+    """The number of tokens to generate, or a 400 when prompt + completion exceed the context.
+    Without `max_tokens`, what the context leaves but at most `default` (`default_max_tokens`:
+    OpenAI's default is the whole context, which on a CPU holds a batch slot for minutes)."""
     ctx = served.context_length
     if max_tokens is None:
         if prompt_len >= ctx:
@@ -91,7 +93,7 @@ def token_budget(served: Served, prompt_len: int, max_tokens: int | None, param:
                 400, f"This model's maximum context length is {ctx} tokens. However, your {prompt_param} resulted in {prompt_len} tokens. Please reduce the length of the {prompt_param}.",
                 param=prompt_param, code="context_length_exceeded",
             )
-        return ctx - prompt_len
+        return min(default, ctx - prompt_len)
     if prompt_len + max_tokens > ctx:
         raise APIError(
             400,
@@ -103,7 +105,8 @@ def token_budget(served: Served, prompt_len: int, max_tokens: int | None, param:
 
 
 def sampling_params(body, max_tokens: int, logprobs: bool, top_logprobs: int, **extra) -> SamplingParams:
-    """The sampling fields chat and completion requests share, with OpenAI's defaults."""
+    """The sampling fields chat and completion requests share, with OpenAI's defaults (`extra`:
+    `timeout`, the server's `max_generation_seconds`; `prompt_logprobs`)."""
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,

@@ -1,7 +1,9 @@
-"""`tunery serve` (the API server and its worker) and `tunery keys create` (an API key).
+"""`tunery serve` (the API server and its worker) and `tunery keys create|list|revoke`.
 
-`keys create` is the one command that writes to the database directly (an admin action on the
-machine that holds it); every other command is a client of the HTTP API.
+The `keys` commands are the ones that work on the database directly (admin actions on the machine
+that holds it); every other command is a client of the HTTP API. `keys list` never shows a whole
+key (only its hint `sk-tunery-abcd…wxyz`); `keys revoke` takes effect on a running server's next
+request.
 """
 
 from __future__ import annotations
@@ -100,6 +102,63 @@ def keys_create(
         key = create_key(session, project.strip())
     store.close()
     typer.echo(key)
+
+
+def _when(ts: int | None) -> str:
+    import datetime
+
+    return "-" if ts is None else datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@keys_app.command("list")
+def keys_list(
+    project: str = typer.Option(None, help="Only the keys of this project."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (timestamps in Unix seconds)."),
+    home: str = typer.Option(None, "--home", help="Tunery home (default $TUNERY_HOME or ~/.tunery)."),
+) -> None:
+    """List API keys: id, hint, project, created, last used (to the minute), revoked."""
+    import dataclasses
+    import json
+
+    from tunery.store.keys import list_keys
+
+    store = _open(_settings(home))
+    with store.db.session_scope() as session:
+        keys = list_keys(session, project)
+    store.close()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(k) for k in keys], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "key", "project", "created", "last used", "revoked"):
+        table.add_column(col, no_wrap=True)
+    for k in keys:
+        table.add_row(k.id, k.display, k.project, _when(k.created_at), _when(k.last_used_at), _when(k.revoked_at))
+    Console(width=200).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: str = typer.Argument(..., help="The key's id (key_…), its hint or a prefix of either, or the key itself."),
+    home: str = typer.Option(None, "--home", help="Tunery home (default $TUNERY_HOME or ~/.tunery)."),
+) -> None:
+    """Revoke an API key: a running server refuses it (401) from its next request."""
+    from tunery.store.keys import KeyLookupError, revoke_key
+
+    store = _open(_settings(home))
+    try:
+        with store.db.session_scope() as session:
+            found, was_active = revoke_key(session, key)
+            shown = f"{found.id} ({found.display})"
+    except KeyLookupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"revoked {shown}" if was_active else f"{shown} was already revoked")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,10 @@ at OpenAI, a file with 3 examples makes a job that fails with `invalid_n_example
 
 Tunery extension: `max_steps` (an integer >= 1) is accepted beside OpenAI's hyperparameters to cap
 a run (quick checks, tests); it is passed to the trainer, which schedules the run for it.
+
+A project may have at most `max_active_jobs` unfinished jobs (any status but succeeded, failed or
+cancelled; paused jobs count, they resume): one more is `JobParamError` with status 429 and code
+`insufficient_quota`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tunery.jobs import queue, states
@@ -170,6 +175,17 @@ def check_file(session: Session, project_id: str, fid: Any, param: str) -> str:
     return fid
 
 
+def check_active_jobs(session: Session, project_id: str, limit: int) -> None:
+    if limit <= 0:
+        return
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(Job.project_id == project_id, Job.status.not_in(states.TERMINAL))
+    )
+    if active >= limit:
+        raise JobParamError(f"This project already has {active} unfinished fine-tuning jobs, the most it may have "
+                            f"(max_active_jobs = {limit}). Wait for one to finish or cancel one.", None, "insufficient_quota", 429)
+
+
 def create_job(
     session: Session,
     project_id: str,
@@ -185,9 +201,11 @@ def create_job(
     hyperparameters: Any = None,
     legacy: bool = False,
     options: dict | None = None,
+    max_active_jobs: int = 0,
 ) -> Job:
-    """Check every parameter (first bad one raises `JobParamError`), then store the job. `settings`:
-    the server's (which models it offers); default `load_settings()`."""
+    """Check every parameter (first bad one raises `JobParamError`) and the project's quota of
+    unfinished jobs (0: none), then store the job. `settings`: the server's (which models it
+    offers); default `load_settings()`."""
     model = check_model(session, project_id, model, settings)
     training_file = check_file(session, project_id, training_file, "training_file")
     if validation_file is not None:
@@ -199,6 +217,7 @@ def create_job(
     options = dict(options or {})
     if "max_steps" in hp:
         options["max_steps"] = hp["max_steps"]
+    check_active_jobs(session, project_id, max_active_jobs)
     job = Job(
         id=queue.new_job_id(legacy),
         project_id=project_id,

@@ -11,6 +11,10 @@ forward pass.
 
 The asyncio side talks to it through `Engine.submit`, which returns a `Generation` whose events
 arrive on an asyncio queue (thread-safe hand-off with `call_soon_threadsafe`).
+
+A request's `timeout` (the server's per-request generation deadline, counted from submission,
+waiting included) ends it like `max_tokens` does: finish_reason "length" with the text so far, so
+a streamed answer keeps what it already sent and a client handles it as any truncated answer.
 """
 
 from __future__ import annotations
@@ -68,6 +72,10 @@ class Generation:
         self.generator = make_generator(self.params.seed)
         self.stream = TextStream(self.tokenizer, self.params.stop)
         self.submitted_at = time.perf_counter()
+        self.deadline = None if self.params.timeout is None else self.submitted_at + self.params.timeout
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -243,6 +251,8 @@ class Engine:
                 self._pending.popleft()
             if gen.cancelled.is_set():
                 self._finish(gen, "cancelled")
+            elif gen.past_deadline():  # its time went by in the queue
+                self._finish(gen, "length")
             elif gen.params.prompt_logprobs is not None:  # scores every prompt position: alone
                 self._prefill([gen])
             else:
@@ -360,7 +370,7 @@ class Engine:
         reason = None
         if is_stop_token or gen.stream.stopped:
             reason = "stop"
-        elif len(gen.generated) >= gen.params.max_tokens:
+        elif len(gen.generated) >= gen.params.max_tokens or gen.past_deadline():
             reason = "length"
             text += gen.stream.push(None)
             if gen.stream.stopped:

@@ -26,6 +26,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     prompt_logprobs: int | None = None  # score the prompt too (legacy `echo` + `logprobs`): top-k size
+    timeout: float | None = None  # seconds from submission; past them the generation ends as "length"
 
 
     @property

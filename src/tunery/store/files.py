@@ -8,7 +8,7 @@ another project is simply not found.
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String, Text, event, or_, select
+from sqlalchemy import ForeignKey, Integer, String, Text, event, func, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tunery.store.blobs import BlobStore
@@ -112,6 +112,12 @@ def list_files(
         if cursor is None:  # an unknown cursor ends the listing rather than restarting it
             return [], False
     return keyset_page(session, stmt, [FileRecord.created_at, FileRecord.id], cursor, limit, order == "desc")
+
+
+def project_bytes(session: Session, project_id: str) -> int:
+    """Bytes of the project's live files: what its storage quota counts."""
+    stmt = select(func.coalesce(func.sum(FileRecord.bytes), 0)).where(FileRecord.project_id == project_id, _live())
+    return int(session.scalar(stmt) or 0)
 
 
 def delete_file(session: Session, blobs: BlobStore, project_id: str, fid: str) -> bool:

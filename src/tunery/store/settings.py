@@ -2,14 +2,19 @@
 
 Precedence, highest first: explicit overrides (CLI flags) > environment variables >
 `$TUNERY_HOME/config.toml` > defaults. The config file is optional; its top-level keys mirror the
-fields below (`database_url`, `data_dir`, `host`, `port`, `max_upload_bytes`, `max_file_bytes`) and
-any other table (e.g. `[worker]`) is kept verbatim in `Settings.extra` for the module that owns it.
+fields below (`database_url`, `data_dir`, `host`, `port`, `max_upload_bytes`, `max_file_bytes`, and
+the request limits and quotas of `LIMITS`) and any other table (e.g. `[worker]`) is kept verbatim in `Settings.extra` for the module that owns it.
 
 Environment: TUNERY_HOME (default ~/.tunery), TUNERY_DATABASE_URL (default a SQLite file in the
 home), TUNERY_DATA_DIR (default $TUNERY_HOME/data), TUNERY_HOST, TUNERY_PORT,
 TUNERY_MAX_UPLOAD_BYTES (Uploads API total, default 8 GB), TUNERY_MAX_FILE_BYTES (one
 `POST /files`, default 512 MB), TUNERY_MAX_EVAL_BYTES (the example lines one evaluation may hold
-in memory, default 64 MB).
+in memory, default 64 MB), and `TUNERY_<NAME>` for each limit in `LIMITS`.
+
+Limits a remote client must not control (each answered in OpenAI's error envelope; 0 turns a
+quota or the rate limit off): the size of a JSON body, the shape of a multipart form, the tokens
+generated when a request names no `max_tokens`, a generation's wall-clock deadline, and per
+project the bytes of stored files, the unfinished jobs and the request rate.
 """
 
 from __future__ import annotations
@@ -41,6 +46,24 @@ _ENV.update({
     "openai_models_pattern": "TUNERY_OPENAI_MODELS_PATTERN",
     "openai_models_target": "TUNERY_OPENAI_MODELS_TARGET",
 })
+# name: default. Why these defaults: README, Configuration.
+LIMITS: dict[str, int | float] = {
+    "max_request_bytes": 16 * MB,  # a JSON body (multipart uploads have their own limits above)
+    "max_form_parts": 16,  # parts of one multipart form (POST /files sends 2 to 4)
+    "max_form_header_bytes": 4096,  # the headers of one part of a multipart form
+    "default_max_tokens": 2048,  # generated when a request gives no max_tokens (OpenAI: the context)
+    "max_generation_seconds": 300.0,  # then the generation ends with finish_reason "length"
+    "max_project_bytes": 100 * GB,  # stored files per project (OpenAI's per-organization figure)
+    "max_active_jobs": 50,  # unfinished jobs per project (validating, queued, running, paused)
+    "rate_limit_per_minute": 3000,  # requests per project, refilled continuously
+    "rate_limit_burst": 500,  # requests a project may make at once
+}
+_ENV.update({name: f"TUNERY_{name.upper()}" for name in LIMITS})
+
+
+# Limits that cannot be switched off (0 would refuse every request); the quotas and the rate can.
+_POSITIVE = ("max_request_bytes", "max_form_parts", "max_form_header_bytes", "default_max_tokens", "max_generation_seconds",
+             "rate_limit_burst")
 
 
 class SettingsError(ValueError):
@@ -60,6 +83,15 @@ class Settings:
     # -- model names (see the block above `_ENV.update`) --
     openai_models_pattern: str | None = None  # None: the default pattern; "": the rule is off
     openai_models_target: str = "default"
+    max_request_bytes: int = int(LIMITS["max_request_bytes"])
+    max_form_parts: int = int(LIMITS["max_form_parts"])
+    max_form_header_bytes: int = int(LIMITS["max_form_header_bytes"])
+    default_max_tokens: int = int(LIMITS["default_max_tokens"])
+    max_generation_seconds: float = float(LIMITS["max_generation_seconds"])
+    max_project_bytes: int = int(LIMITS["max_project_bytes"])
+    max_active_jobs: int = int(LIMITS["max_active_jobs"])
+    rate_limit_per_minute: int = int(LIMITS["rate_limit_per_minute"])
+    rate_limit_burst: int = int(LIMITS["rate_limit_burst"])
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,6 +133,18 @@ def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
         except (TypeError, ValueError):
             raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
 
+    def _limit(key: str) -> int | float:
+        default = LIMITS[key]
+        raw = values.get(key, default)
+        try:
+            value = float(raw) if isinstance(default, float) else int(raw)
+        except (TypeError, ValueError):
+            kind = "a number" if isinstance(default, float) else "an integer"
+            raise SettingsError(f"{key} must be {kind}, got {raw!r}") from None
+        if value < 0 or (value == 0 and key in _POSITIVE):
+            raise SettingsError(f"{key} must be {'positive' if key in _POSITIVE else 'at least 0'}, got {raw!r}")
+        return value
+
     data_dir = Path(values.get("data_dir") or home / "data").expanduser()
     url = values.get("database_url") or f"sqlite:///{home / 'tunery.db'}"
     return Settings(
@@ -114,6 +158,7 @@ def load_settings(home: Path | str | None = None, **overrides: Any) -> Settings:
         max_eval_bytes=_int("max_eval_bytes", 64 * MB),
         openai_models_pattern=_pattern(values.get("openai_models_pattern")),
         openai_models_target=str(values.get("openai_models_target") or "default").strip(),
+        **{key: _limit(key) for key in LIMITS},
         extra=extra,
     )
 

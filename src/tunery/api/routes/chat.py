@@ -51,8 +51,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         raise APIError(400, str(err), param=err.param) from None
     max_tokens = body.max_completion_tokens or body.max_tokens
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    budget = inf.token_budget(served, len(prompt_ids), max_tokens, param, "messages")
-    params = inf.sampling_params(body, budget, bool(body.logprobs), body.top_logprobs or 0)
+    limits = store.settings
+    budget = inf.token_budget(served, len(prompt_ids), max_tokens, param, "messages", limits.default_max_tokens)
+    params = inf.sampling_params(body, budget, bool(body.logprobs), body.top_logprobs or 0, timeout=limits.max_generation_seconds)
     gens = inf.submit_n(served, prompt_ids, params, body.n or 1)
     cid, created = inf.new_id("chatcmpl"), inf.now()
     if body.stream:

@@ -75,13 +75,14 @@ async def create_completion(body: CompletionRequest, request: Request, project=D
     prompts = _prompts(body, served.tokenizer)
     if len(prompts) * n > 4 * 16:
         raise APIError(400, f"too many prompts x n ({len(prompts)} x {n}); at most 64 choices per request.", param="n")
-    budgets = [inf.token_budget(served, len(p), body.max_tokens, "max_tokens", "prompt") for p in prompts]
+    limits = store.settings
+    budgets = [inf.token_budget(served, len(p), body.max_tokens, "max_tokens", "prompt", limits.default_max_tokens) for p in prompts]
     logprobs = body.logprobs is not None
     gens = []
     for ids, budget in zip(prompts, budgets):
         params = inf.sampling_params(
             body, budget, logprobs, body.logprobs or 0,
-            prompt_logprobs=(body.logprobs or 0) if (logprobs and body.echo) else None,
+            prompt_logprobs=(body.logprobs or 0) if (logprobs and body.echo) else None, timeout=limits.max_generation_seconds,
         )
         gens += inf.submit_n(served, ids, params, n)
     cid, created = inf.new_id("cmpl"), inf.now()

@@ -1,7 +1,8 @@
 """`/v1/files`: create (streamed multipart), list, retrieve, delete, content.
 
 A `POST /files` body is streamed to the blob store and cut off at `max_file_bytes` (512 MB by
-default) while it arrives; a `fine-tune` file is then checked (see `tunery.store.validation`).
+default) while it arrives, or at what the project's storage quota leaves (`max_project_bytes`:
+429 `insufficient_quota`); a `fine-tune` file is then checked (see `tunery.store.validation`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi.responses import FileResponse
 
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, invalid_request, not_found
+from tunery.api.limits import check_storage, storage_exceeded, storage_room
 from tunery.api.multipart import read_form
 from tunery.api.protocol.common import CursorPage
 from tunery.api.protocol.files import FileDeleted, FileObject
@@ -71,12 +73,21 @@ async def create_file(request: Request, project: Project = Depends(current_proje
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
         raise too_large(limit)
+
+    def room() -> int | None:
+        with store.db.session_scope() as session:
+            return storage_room(store, session, project.id)
+
+    room_left = await run_in_threadpool(room)
+    if room_left is not None and declared.isdigit() and int(declared) > room_left + FORM_OVERHEAD:
+        raise storage_exceeded(store)
+    quota_bound = room_left is not None and room_left < limit  # the quota, not the file limit, cuts it off
     fid = repo.new_file_id()
     writer: BlobWriter | None = None
 
     def open_sink(_filename: str) -> BlobWriter:
         nonlocal writer
-        writer = store.blobs.writer(repo.blob_key(fid), limit)
+        writer = store.blobs.writer(repo.blob_key(fid), room_left if quota_bound else limit)
         return writer
 
     try:
@@ -93,13 +104,18 @@ async def create_file(request: Request, project: Project = Depends(current_proje
         expires_at = _expires_at(form.fields)
         size = await run_in_threadpool(writer.commit)
     except BlobTooLarge:
-        raise too_large(limit) from None
+        raise (storage_exceeded(store) if quota_bound else too_large(limit)) from None
     finally:
         if writer is not None:
             writer.abort()  # no-op once committed
 
     def record() -> FileObject:
         with store.db.session_scope() as session:
+            try:
+                check_storage(store, session, project.id, size)  # again: a concurrent upload may have used the room
+            except APIError:
+                store.blobs.delete(repo.blob_key(fid))
+                raise
             repo.add_file(session, project.id, fid, form.filename or "file", purpose, size, expires_at)
         return finish_file(store, request, fid, purpose, size)
 

@@ -78,7 +78,7 @@ def create(body: CreateFineTuneRequest, project: Project = Depends(current_proje
         with store.db.session_scope() as session:
             job = create_job(session, project.id, settings=store.settings, model="curie" if body.model is None else body.model, training_file=body.training_file,
                              validation_file=body.validation_file, suffix=body.suffix, hyperparameters=hp,
-                             legacy=True, options=options)
+                             legacy=True, options=options, max_active_jobs=store.settings.max_active_jobs)
             return legacy_object(session, job)
     except JobParamError as exc:
         raise param_error(JobParamError(exc.message, exc.param.removeprefix("hyperparams.") if exc.param else None,

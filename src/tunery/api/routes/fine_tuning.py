@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from tunery.api.auth import current_project, get_store
-from tunery.api.errors import APIError, not_found
+from tunery.api.errors import APIError, not_found, quota_exceeded
 from tunery.api.protocol.common import CursorPage, ListPage
 from tunery.api.protocol.fine_tuning import (
     CreateFineTuningJobRequest,
@@ -28,6 +28,8 @@ router = APIRouter(tags=["fine-tuning"])
 
 
 def param_error(exc: JobParamError) -> APIError:
+    if exc.code == "insufficient_quota":
+        return quota_exceeded(exc.message)
     return APIError(exc.status, exc.message, param=exc.param, code=exc.code)
 
 
@@ -53,7 +55,8 @@ def create(body: CreateFineTuningJobRequest, project: Project = Depends(current_
         raise APIError(400, "Integrations (wandb) are not supported by this server.", param="integrations", code="unsupported_integration")
     try:
         with store.db.session_scope() as session:
-            job = create_job(session, project.id, settings=store.settings, **body.model_dump(exclude={"integrations"}))
+            job = create_job(session, project.id, settings=store.settings, **body.model_dump(exclude={"integrations"}),
+                             max_active_jobs=store.settings.max_active_jobs)
             return FineTuningJob.of(job)
     except JobParamError as exc:
         raise param_error(exc) from None

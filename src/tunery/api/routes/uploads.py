@@ -1,6 +1,8 @@
 """`/v1/uploads`: create, add part (multipart `data`), complete (ordered `part_ids`, optional
 `md5`), cancel. Every part is streamed to disk; the declared total may not exceed
-`max_upload_bytes` (8 GB by default) and the parts may not exceed the declared total.
+`max_upload_bytes` (8 GB by default) and the parts may not exceed the declared total. The
+project's storage quota (`max_project_bytes`) is checked when the Upload is created (for its
+declared size) and again when it completes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, invalid_request, not_found
+from tunery.api.limits import check_storage
 from tunery.api.multipart import read_form
 from tunery.api.protocol.files import FileObject
 from tunery.api.protocol.uploads import (
@@ -69,6 +72,7 @@ def create_upload(body: CreateUploadRequest, project: Project = Depends(current_
         )
     file_expires = now() + body.expires_after.seconds if body.expires_after else None
     with store.db.session_scope() as session:
+        check_storage(store, session, project.id, body.bytes)
         upload = repo.create_upload(
             session, project.id, body.filename, body.purpose, body.bytes, body.mime_type, file_expires
         )
@@ -154,6 +158,7 @@ def complete_upload(
     try:
         with store.db.session_scope() as session:
             upload = _pending(session, project, upload_id)  # still pending: not cancelled meanwhile
+            check_storage(store, session, project.id, size)  # files stored since the Upload was created count
             files_repo.add_file(session, project.id, fid, upload.filename, upload.purpose, size, upload.file_expires_at)
             upload.status, upload.file_id = repo.COMPLETED, fid
     except BaseException:
