@@ -29,6 +29,8 @@ from fault_support import fill, small_fs, sqlite_integrity, sha256
 from tunery.jobs.runner import TrainingProcess, watch
 from tunery.store.blobs import BlobStore, DiskFull
 
+pytestmark = pytest.mark.faults
+
 MB = 1024 * 1024
 FAST = {"TUNERY_WORKER_POLL_S": "0.2", "TUNERY_WORKER_HEARTBEAT_S": "1"}
 
