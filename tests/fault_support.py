@@ -23,8 +23,9 @@ def sha256(data: bytes) -> str:
 
 
 def sqlite_integrity(path: Path) -> list[str]:
-    """`PRAGMA integrity_check` and `PRAGMA foreign_key_check` of the SQLite file at `path`."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    """`PRAGMA integrity_check` and `PRAGMA foreign_key_check` of the SQLite file at `path` (opened
+    read-write, as the server would: after a crash, opening it replays the WAL)."""
+    conn = sqlite3.connect(path, timeout=30)
     try:
         problems = [row[0] for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
         problems += [f"foreign key: {row}" for row in conn.execute("PRAGMA foreign_key_check")]

@@ -9,8 +9,8 @@ moments and started again. Then, on a last clean start:
 - every acknowledged job exists, with its training file and a consistent status (an acknowledged
   cancel stays cancelled; terminal jobs have `finished_at`, failed ones an `error`, succeeded ones
   a model and their result file) and its events (its creation recorded exactly once);
-- the database passes its integrity check (SQLite: `PRAGMA integrity_check` and
-  `foreign_key_check`; PostgreSQL: amcheck where installed).
+- the database passes its integrity check, right after every kill and at the end (SQLite:
+  `PRAGMA integrity_check` and `foreign_key_check`; PostgreSQL: amcheck where installed).
 
 The same against PostgreSQL (a throwaway server from the local binaries; skipped without them).
 Seeded (`TUNERY_FAULT_SEED`, default 14) and bounded (`TUNERY_FAULT_KILLS` kills, default 4); the
@@ -229,6 +229,7 @@ def campaign(home: Path, env: dict[str, str], db_check) -> dict:
             server.proc.wait(10)
             server.stop()
             kills += 1
+            db_check()  # the database as the kill left it
             stop.wait(rng.uniform(0.0, 0.5))
             t0 = time.monotonic()
             server = ServerProcess(home, env={**ENV, **env}, port=port).start()
@@ -246,7 +247,7 @@ def campaign(home: Path, env: dict[str, str], db_check) -> dict:
                        seconds_verifying=round(time.monotonic() - started - loaded, 1))
     finally:
         server.stop()
-    figures["database"] = db_check()
+    figures["database"] = f"{db_check()} after each of the {kills} kills and at the end"
     return figures
 
 

@@ -236,6 +236,8 @@ class TrainingProcess:
         """A failed run stopped by a full disk: its report or log says so, or hardly any space is left."""
         if self.proc is not None and self.proc.returncode is not None and self.proc.returncode < 0:
             return False  # killed by a signal (an operator, the OOM killer): not a write that failed
+        if (error or {}).get("code") == "disk_full":
+            return True
         text = f"{(error or {}).get('message', '')} {self.log_tail(20)}"
         if any(marker in text for marker in _FULL_MARKERS):
             return True
