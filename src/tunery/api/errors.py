@@ -2,8 +2,9 @@
 
 `{"error": {"message", "type", "param", "code"}}` with the right status: `APIError` raised by a
 route; FastAPI's request validation (OpenAI answers 400, not 422, and names the field in
-`param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)"); and any unexpected exception
-(500 `server_error`, logged with its traceback; the server stays up).
+`param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)"); a full disk, of the data folder
+or the database (507 `insufficient_storage`: nothing of the request was stored); and any
+unexpected exception (500 `server_error`, logged with its traceback; the server stays up).
 
 `APIError` is a Starlette `HTTPException` so that one raised while FastAPI reads a body (the body
 limit of `tunery.api.limits`) reaches its handler instead of becoming "error parsing the body".
@@ -19,7 +20,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunery.store.blobs import DiskFull, is_disk_full
 
 log = logging.getLogger("tunery.api")
 
@@ -70,6 +74,12 @@ def quota_exceeded(message: str) -> APIError:
     return APIError(429, message, code="insufficient_quota", type="insufficient_quota", headers={"x-should-retry": "false"})
 
 
+DISK_FULL_MESSAGE = (
+    "The server's disk is full: the request could not be stored and nothing of it was kept. "
+    "Try again once the operator has freed space."
+)
+
+
 def envelope(status: int, message: str, type: str, param: str | None = None, code: str | None = None, headers=None):
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -114,7 +124,22 @@ def install(app: FastAPI) -> None:
             message = str(exc.detail)
         return envelope(exc.status_code, message, _TYPES.get(exc.status_code, "server_error"), headers=exc.headers)
 
+    @app.exception_handler(DiskFull)
+    @app.exception_handler(OSError)
+    @app.exception_handler(DBAPIError)
+    async def _storage(request: Request, exc: Exception):
+        # Registered for these types (not only under `Exception`) so that a full disk is answered
+        # like any handled error, without Starlette re-raising it into the server's log.
+        return _server_error(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return envelope(500, "The server had an error while processing your request.", "server_error")
+        return _server_error(request, exc)
+
+
+def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_disk_full(exc):  # the data folder's, or the database's "database or disk is full"
+        log.error("disk full on %s %s: %s", request.method, request.url.path, exc)
+        return envelope(507, DISK_FULL_MESSAGE, "server_error", code="insufficient_storage")
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope(500, "The server had an error while processing your request.", "server_error")

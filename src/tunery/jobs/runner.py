@@ -7,7 +7,10 @@ pauses (exit 75). This module knows nothing of HTTP or the database: the worker 
 that forward records and say which signal the job's current status asks for.
 
 A subprocess, not a thread, so that a crash or an out-of-memory kill takes the job down and never
-the server.
+the server. A full disk fails the run with `disk_full` and a message that names no path, whether
+it stopped the start (config.json), the trainer (a checkpoint, its events, its error report) or
+only this side's bookkeeping (the events offset, which then just stays behind); the leftovers of
+a checkpoint the trainer could not finish are removed, to give the space back.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from tunery.store.blobs import is_disk_full
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PAUSED = 75
@@ -30,6 +36,17 @@ EXIT_CANCELLED = 130
 
 # How long a signalled trainer gets to checkpoint/clean up before it is killed.
 DEFAULT_GRACE_S = 60.0
+
+DISK_FULL_ERROR = {
+    "code": "disk_full",
+    "message": "Training stopped because the disk holding Tunery's data folder is full (no space left on device). "
+    "Free space, then create the job again.",
+    "param": None,
+}
+# What a trainer that hit ENOSPC leaves in its report or log (torch's own writer says only
+# "file write failed", so the free space is checked as well).
+_FULL_MARKERS = ("No space left on device", "[Errno 28]", "Errno 122", "StorageFull", "database or disk is full")
+_NEARLY_FULL_BYTES = 64 * 1024  # less than this left after a failed run: it filled the disk
 
 
 @dataclass
@@ -106,8 +123,18 @@ class TrainingProcess:
         self.proc: subprocess.Popen | None = None
         self.sent: int | None = None  # the last control signal sent
         self.sent_at = 0.0
+        self.start_error: dict | None = None  # why the trainer could not even be started
 
     def start(self) -> None:
+        """Start the trainer; on a full disk, record `disk_full` instead (`outcome()` reports it)."""
+        try:
+            self._start()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.start_error = dict(DISK_FULL_ERROR)
+
+    def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # A resumed run appends to the same events file: skip what was already forwarded — and only
@@ -132,7 +159,11 @@ class TrainingProcess:
             )
         finally:
             log.close()
-        (self.workdir / "train.pid").write_text(f"{self.proc.pid}\n")  # for operators (and tests) to find it
+        try:
+            (self.workdir / "train.pid").write_text(f"{self.proc.pid}\n")  # for operators (and tests) to find it
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
 
     @property
     def pid(self) -> int | None:
@@ -141,8 +172,13 @@ class TrainingProcess:
     def forwarded(self) -> None:
         """Record that every record read so far has been stored (call after forwarding them)."""
         tmp = self.offset_path.with_suffix(".tmp")
-        tmp.write_text(str(self.events.offset))
-        os.replace(tmp, self.offset_path)
+        try:
+            tmp.write_text(str(self.events.offset))
+            os.replace(tmp, self.offset_path)
+        except OSError as exc:  # a full disk: the offset stays behind, so a resume re-sends, never loses
+            if not is_disk_full(exc):
+                raise
+            tmp.unlink(missing_ok=True)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -171,6 +207,8 @@ class TrainingProcess:
 
     def outcome(self) -> Outcome:
         """Classify a finished run from its exit code and marker files."""
+        if self.start_error is not None:
+            return Outcome("failed", None, error=dict(self.start_error))
         rc = self.proc.returncode if self.proc else None
         result_path, error_path = self.out_dir / "result.json", self.out_dir / "error.json"
         if rc == EXIT_OK and result_path.exists():
@@ -181,14 +219,39 @@ class TrainingProcess:
         # then resumes from its previous checkpoint, or from the start.
         if rc == EXIT_PAUSED or (rc == -signal.SIGUSR1 and self.sent == signal.SIGUSR1):
             return Outcome("paused", rc)
-        if error_path.exists():
-            error = _read_json(error_path) or {}
+        error = _read_json(error_path) if error_path.exists() else None
+        if self._ran_out_of_space(error):
+            self._remove_partial_checkpoints()
+            return Outcome("failed", rc, error=dict(DISK_FULL_ERROR))
+        if error is not None or error_path.exists():
+            error = error or {}
             return Outcome("failed", rc, error={
                 "code": str(error.get("code") or "training_error"),
                 "message": str(error.get("message") or "Training failed."),
                 "param": error.get("param"),
             })
         return Outcome("failed", rc, error={"code": "training_process_died", "message": self._death_message(rc), "param": None})
+
+    def _ran_out_of_space(self, error: dict | None) -> bool:
+        """A failed run stopped by a full disk: its report or log says so, or hardly any space is left."""
+        if self.proc is not None and self.proc.returncode is not None and self.proc.returncode < 0:
+            return False  # killed by a signal (an operator, the OOM killer): not a write that failed
+        if (error or {}).get("code") == "disk_full":
+            return True
+        text = f"{(error or {}).get('message', '')} {self.log_tail(20)}"
+        if any(marker in text for marker in _FULL_MARKERS):
+            return True
+        try:
+            return shutil.disk_usage(self.out_dir).free < _NEARLY_FULL_BYTES
+        except OSError:
+            return False
+
+    def _remove_partial_checkpoints(self) -> None:
+        # The trainer writes a checkpoint into `.tmp-*` and renames it when whole: what is left
+        # is a write the disk could not take, and it holds the space the next job needs.
+        for folder in (self.out_dir, self.out_dir / "checkpoints"):
+            for partial in folder.glob(".tmp-*") if folder.is_dir() else ():
+                shutil.rmtree(partial, ignore_errors=True)
 
     def _death_message(self, rc: int | None) -> str:
         if rc is not None and rc < 0:

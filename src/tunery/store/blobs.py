@@ -4,10 +4,15 @@ Writes stream into a temporary file in the same folder, are fsynced, then atomic
 place, so a crash leaves either the whole blob or nothing — never a torn file — and nothing is
 ever held whole in memory. Keys are relative POSIX paths ("files/file-abc"); no key can escape
 the root.
+
+A write that runs out of space (ENOSPC, or a quota's EDQUOT) removes its temp file and raises
+`DiskFull`, whose message names no path: the API answers it with 507, the job runner fails the
+job with it. `is_disk_full` also recognises the database's own "disk is full" errors.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -25,12 +30,43 @@ class BlobTooLarge(Exception):
         self.limit = limit
 
 
+class DiskFull(Exception):
+    """The filesystem (or the database) ran out of space; nothing of the failed write was kept."""
+
+    def __init__(self, message: str = "The disk is full (no space left on device).") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # PostgreSQL's SQLSTATE disk_full
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc` (or an exception it wraps) is the disk running out of space."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, DiskFull) or (isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS):
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        # SQLAlchemy keeps the driver's error in `.orig`; everything else chains with __cause__.
+        exc, seen = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 class BlobWriter:
     """Streams bytes into a temp file; `commit()` makes it the blob, `abort()` throws it away."""
 
     def __init__(self, final: Path, limit: int | None = None) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull() from None
+            raise
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._tmp = Path(tmp)
         self.final = final
@@ -43,21 +79,38 @@ class BlobWriter:
         self.size += len(data)
         if self.limit is not None and self.size > self.limit:
             raise BlobTooLarge(self.limit)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self._check_full(exc)
+            raise
         self.md5.update(data)
 
     def commit(self) -> int:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())  # a full disk may only show here (delayed allocation)
+            self._file.close()
+        except OSError as exc:
+            self._check_full(exc)
+            raise
         os.replace(self._tmp, self.final)
         _fsync_dir(self.final.parent)
         self.done = True
         return self.size
 
+    def _check_full(self, exc: OSError) -> None:
+        """Out of space: drop the temp file at once (it holds space others need) and say so."""
+        if is_disk_full(exc):
+            self.abort()
+            raise DiskFull() from None
+
     def abort(self) -> None:
         if not self.done:
-            self._file.close()
+            try:
+                self._file.close()  # flushes what is buffered: fails again on a full disk
+            except OSError:
+                pass
             self._tmp.unlink(missing_ok=True)
             self.done = True
 

@@ -29,7 +29,7 @@ from tunery.models.hardware import physical_cores
 from . import checkpoints as ckpt
 from .config import Hyperparameters, TrainConfig, lr_factor, resolve_hyperparameters
 from .control import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, EXIT_PAUSED, Cancelled, Control
-from .errors import TrainError
+from .errors import DISK_FULL_MESSAGE, TrainError, is_disk_full
 from .events import EventLog, metrics_message, write_json_atomic
 from .metrics import MetricsCSV
 from .packing import MIN_SHARED_PREFIX, micro_batches, step_indices
@@ -88,6 +88,8 @@ def run(config: TrainConfig, on_event: Callable[[dict], None] | None = None, con
 
         if isinstance(exc, TrainError):
             error = exc
+        elif is_disk_full(exc):  # its own message names the file: no server path in a job's error
+            error = TrainError("disk_full", DISK_FULL_MESSAGE)
         elif is_oom(exc):
             error = TrainError("out_of_memory", f"Out of memory during training ({exc}); lower batch_size or micro_batch_tokens, or use method 'lora'", "batch_size")
         elif isinstance(exc, KeyboardInterrupt):

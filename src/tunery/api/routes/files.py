@@ -110,13 +110,13 @@ async def create_file(request: Request, project: Project = Depends(current_proje
             writer.abort()  # no-op once committed
 
     def record() -> FileObject:
-        with store.db.session_scope() as session:
-            try:
+        try:
+            with store.db.session_scope() as session:
                 check_storage(store, session, project.id, size)  # again: a concurrent upload may have used the room
-            except APIError:
-                store.blobs.delete(repo.blob_key(fid))
-                raise
-            repo.add_file(session, project.id, fid, form.filename or "file", purpose, size, expires_at)
+                repo.add_file(session, project.id, fid, form.filename or "file", purpose, size, expires_at)
+        except BaseException:  # over quota, or the database's disk is full: leave no blob without its row
+            store.blobs.delete(repo.blob_key(fid))
+            raise
         return finish_file(store, request, fid, purpose, size)
 
     return await run_in_threadpool(record)
