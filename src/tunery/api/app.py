@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tunery import __version__
-from tunery.api import errors
+from tunery.api import errors, openapi
 from tunery.api.routes import ROUTERS
 from tunery.store.context import open_store
 from tunery.store.settings import Settings, load_settings
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
 
     app = FastAPI(title="Tunery", version=__version__, lifespan=lifespan)
     errors.install(app)
+    openapi.install(app)
     for name in ROUTERS:
         module = _optional_module(f"tunery.api.routes.{name}")
         if module is not None:

@@ -2,7 +2,8 @@
 
 `{"error": {"message", "type", "param", "code"}}` with the right status: `APIError` raised by a
 route; FastAPI's request validation (OpenAI answers 400, not 422, and names the field in
-`param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)"); and any unexpected exception
+`param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)", a 405's `Allow` naming every
+method of the path); and any unexpected exception
 (500 `server_error`, logged with its traceback; the server stays up).
 """
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("tunery.api")
 
@@ -83,6 +85,17 @@ def _validation_message(err: dict, param: str | None) -> str:
     return f"Invalid value for '{param}': {msg}." if param else f"{msg}."
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method of the path: Starlette's 405 names only those of the first route that matched
+    the path, and a path such as /v1/files has one route per method."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError):
@@ -97,11 +110,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        headers = exc.headers
         if exc.status_code in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):
             message = f"Invalid URL ({request.method} {request.url.path})"
+            if exc.status_code == 405:
+                headers = {**(headers or {}), "Allow": _allowed_methods(app, request)}
         else:
             message = str(exc.detail)
-        return envelope(exc.status_code, message, _TYPES.get(exc.status_code, "server_error"), headers=exc.headers)
+        return envelope(exc.status_code, message, _TYPES.get(exc.status_code, "server_error"), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
