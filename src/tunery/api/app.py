@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tunery import __version__
-from tunery.api import errors
+from tunery.api import errors, openapi
 from tunery.api.limits import BodyLimit
 from tunery.api.routes import ROUTERS
 from tunery.jobs import worker as jobs_worker
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
 
     app = FastAPI(title="Tunery", version=__version__, lifespan=lifespan)
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # 413 past max_request_bytes
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")

@@ -2,7 +2,8 @@
 
 `{"error": {"message", "type", "param", "code"}}` with the right status: `APIError` raised by a
 route; FastAPI's request validation (OpenAI answers 400, not 422, and names the field in
-`param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)"); a full disk, of the data folder
+`param`); routing 404s and 405s ("Invalid URL (GET /v1/nope)", a 405's `Allow` naming every
+method of the path); a full disk, of the data folder
 or the database (507 `insufficient_storage`: nothing of the request was stored); and any
 unexpected exception (500 `server_error`, logged with its traceback; the server stays up).
 
@@ -22,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tunery.store.blobs import DiskFull, is_disk_full
 
@@ -104,6 +106,17 @@ def _validation_message(err: dict, param: str | None) -> str:
     return f"Invalid value for '{param}': {msg}." if param else f"{msg}."
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method of the path: Starlette's 405 names only those of the first route that matched
+    the path, and a path such as /v1/files has one route per method."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_request: Request, exc: APIError):
@@ -118,11 +131,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        headers = exc.headers
         if exc.status_code in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):
             message = f"Invalid URL ({request.method} {request.url.path})"
+            if exc.status_code == 405:
+                headers = {**(headers or {}), "Allow": _allowed_methods(app, request)}
         else:
             message = str(exc.detail)
-        return envelope(exc.status_code, message, _TYPES.get(exc.status_code, "server_error"), headers=exc.headers)
+        return envelope(exc.status_code, message, _TYPES.get(exc.status_code, "server_error"), headers=headers)
 
     @app.exception_handler(DiskFull)
     @app.exception_handler(OSError)

@@ -7,12 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from tunery.api.protocol.common import RequestModel
 from tunery.api.protocol.sampling import SamplingFields, Usage
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -28,14 +29,14 @@ class ChatMessage(BaseModel):
         return self
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
 class ChatCompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="allow")  # store, metadata, user, parallel_tool_calls: accepted, unused
 
-    model: str
+    model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

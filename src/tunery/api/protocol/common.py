@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
 
+class RequestModel(BaseModel):
+    """A request body, taken with the JSON types its schema documents, as OpenAI takes it: no
+    `false` for an integer, no `0` for a boolean, no `"1"` for a number."""
+
+    model_config = ConfigDict(strict=True)
+
+
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # always sent, null or not
+
     message: str
     type: str
     param: str | None = None

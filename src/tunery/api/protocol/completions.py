@@ -13,7 +13,7 @@ from tunery.api.protocol.sampling import SamplingFields, Usage
 class CompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="allow")  # user, best_of (= n): accepted
 
-    model: str
+    model: str = Field(min_length=1)
     prompt: str | list[str] | list[int] | list[list[int]] = "<|endoftext|>"
     suffix: str | None = None
     max_tokens: int | None = Field(16, ge=0)

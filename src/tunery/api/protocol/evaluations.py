@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunery.api.protocol.common import ErrorBody
+from tunery.api.protocol.common import ErrorBody, RequestModel
 
 
-class EvaluationRequest(BaseModel):
+class EvaluationRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str] = Field(min_length=1, max_length=8, description="Base models, fine-tuned models or checkpoints of the project.")

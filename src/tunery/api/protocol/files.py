@@ -6,7 +6,19 @@ from typing import Literal
 
 from pydantic import BaseModel, model_serializer
 
-from tunery.store.files import FileRecord
+from tunery.store.files import UPLOAD_PURPOSES, FileRecord
+
+# `POST /files` is parsed as a stream (`tunery.api.multipart`), so its form is declared here.
+CREATE_FILE_FORM = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "purpose": {"type": "string", "enum": list(UPLOAD_PURPOSES)},
+        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+        "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2_592_000},
+    },
+}
 
 
 class FileObject(BaseModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from tunery.api.protocol.common import RequestModel
 from tunery.api.protocol.files import FileObject
 from tunery.jobs import states
 from tunery.store.jobs import Job, JobEvent
@@ -23,12 +24,12 @@ LEGACY_STATUS = {
 }
 
 
-class CreateFineTuneRequest(BaseModel):
+class CreateFineTuneRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    training_file: str
+    training_file: str = Field(min_length=1)
     validation_file: str | None = None
-    model: str | None = "curie"
+    model: str | None = Field("curie", min_length=1)
     n_epochs: Any = 4
     batch_size: Any = None
     learning_rate_multiplier: Any = None
@@ -50,6 +51,11 @@ class FineTuneEvent(BaseModel):
     @classmethod
     def of(cls, event: JobEvent) -> "FineTuneEvent":
         return cls(created_at=event.created_at, level=event.level, message=event.message)
+
+
+class FineTuneEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuneEvent]
 
 
 class FineTune(BaseModel):
@@ -95,3 +101,10 @@ class FineTune(BaseModel):
             result_files=pick(job.result_files or []),
             events=[FineTuneEvent.of(e) for e in events] if events is not None else None,
         )
+
+
+class FineTuneList(BaseModel):
+    """The legacy list: oldest first, no paging."""
+
+    object: Literal["list"] = "list"
+    data: list[FineTune]

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunery.api.protocol.common import RequestModel
 
 from tunery.store.jobs import Job, JobCheckpoint, JobEvent
 
 
-class CreateFineTuningJobRequest(BaseModel):
+class CreateFineTuningJobRequest(RequestModel):
     # Values are checked by `tunery.jobs.create` so every error names its exact `param`.
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    training_file: str
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
     validation_file: str | None = None
     suffix: Any = None
     seed: Any = None

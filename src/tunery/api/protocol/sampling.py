@@ -6,10 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from tunery.api.protocol.common import RequestModel
+
 MAX_N = 16  # choices per request; each choice is a row of the running batch
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int | None = Field(1, ge=1)

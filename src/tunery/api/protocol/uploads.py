@@ -6,19 +6,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunery.api.protocol.common import RequestModel
 from tunery.api.protocol.files import FileObject
+
+# `POST /uploads/{id}/parts` is parsed as a stream (`tunery.api.multipart`).
+ADD_PART_FORM = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string", "format": "binary"}}}
 
 UploadPurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
 
 
-class ExpiresAfter(BaseModel):
+class ExpiresAfter(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     anchor: Literal["created_at"]
     seconds: int = Field(ge=3600, le=2_592_000)
 
 
-class CreateUploadRequest(BaseModel):
+class CreateUploadRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     filename: str = Field(min_length=1, max_length=512)
@@ -28,7 +32,7 @@ class CreateUploadRequest(BaseModel):
     expires_after: ExpiresAfter | None = None
 
 
-class CompleteUploadRequest(BaseModel):
+class CompleteUploadRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     part_ids: list[str]

@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from tunery.api import inference as inf
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError
+from tunery.api.openapi import event_stream
 from tunery.api.protocol.chat import (
     AssistantMessage,
     ChatChoice,
@@ -38,7 +39,7 @@ def _logprobs(tokenizer, tokens) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=content)
 
 
-@router.post("/chat/completions", response_model=ChatCompletion)
+@router.post("/chat/completions", response_model=ChatCompletion, responses={200: event_stream(ChatCompletionChunk)})
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, project=Depends(current_project), store=Depends(get_store)):
     inf.check_unsupported(body)
     if body.response_format and body.response_format.get("type") not in (None, "text"):

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from tunery.api import inference as inf
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError
+from tunery.api.openapi import event_stream
 from tunery.api.protocol.completions import CompletionChoice, CompletionLogprobs, CompletionRequest, TextCompletion
 from tunery.api.protocol.sampling import Usage
 
@@ -61,7 +62,7 @@ def _choice_logprobs(tokenizer, gen, tokens, echo: bool) -> CompletionLogprobs:
     return _logprobs(tokenizer, entries, 0)
 
 
-@router.post("/completions", response_model=TextCompletion)
+@router.post("/completions", response_model=TextCompletion, responses={200: event_stream(TextCompletion)})
 async def create_completion(body: CompletionRequest, request: Request, project=Depends(current_project), store=Depends(get_store)):
     inf.check_unsupported(body)
     if body.suffix:

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from tunery.api import inference as inf
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, invalid_request, not_found
+from tunery.api.openapi import error_response
 from tunery.api.protocol.common import ErrorBody, ListPage
 from tunery.api.protocol.evaluations import Evaluation, EvaluationProgress, EvaluationRequest, EvaluationRun
 from tunery.eval.dataset import EvalError, EvalTooLarge, read_examples
@@ -110,7 +111,8 @@ async def retrieve_evaluation(evaluation_id: str, request: Request, project=Depe
     return _view(_state(request, project, evaluation_id))
 
 
-@router.get("/evaluations/{evaluation_id}/report", response_class=HTMLResponse)
+@router.get("/evaluations/{evaluation_id}/report", response_class=HTMLResponse,
+            responses={409: error_response("The evaluation has not succeeded (yet).")})
 async def evaluation_report(evaluation_id: str, request: Request, project=Depends(current_project)):
     state = _state(request, project, evaluation_id)
     if state.status != "succeeded":

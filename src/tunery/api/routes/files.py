@@ -17,8 +17,9 @@ from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, invalid_request, not_found
 from tunery.api.limits import check_storage, storage_exceeded, storage_room
 from tunery.api.multipart import read_form
+from tunery.api.openapi import NOT_MULTIPART, multipart_body
 from tunery.api.protocol.common import CursorPage
-from tunery.api.protocol.files import FileDeleted, FileObject
+from tunery.api.protocol.files import CREATE_FILE_FORM, FileDeleted, FileObject
 from tunery.store import files as repo
 from tunery.store import validation
 from tunery.store.blobs import BlobTooLarge, BlobWriter
@@ -67,7 +68,7 @@ def finish_file(store: Store, request: Request, record_id: str, purpose: str, si
         return FileObject.of(session.get(repo.FileRecord, record_id))
 
 
-@router.post("/files", response_model=FileObject)
+@router.post("/files", response_model=FileObject, openapi_extra=multipart_body(CREATE_FILE_FORM), responses={415: NOT_MULTIPART})
 async def create_file(request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     limit = store.settings.max_file_bytes
     declared = request.headers.get("content-length", "")
@@ -157,7 +158,8 @@ def delete_file(file_id: str, project: Project = Depends(current_project), store
     return FileDeleted(id=file_id)
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/files/{file_id}/content", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 def file_content(file_id: str, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     record = _get(store, project, file_id)
     return FileResponse(

@@ -17,7 +17,8 @@ from fastapi.responses import StreamingResponse
 
 from tunery.api.auth import current_project, get_store
 from tunery.api.protocol.files import FileObject
-from tunery.api.protocol.fine_tunes import CreateFineTuneRequest, FineTune, FineTuneEvent
+from tunery.api.openapi import event_stream
+from tunery.api.protocol.fine_tunes import CreateFineTuneRequest, FineTune, FineTuneEvent, FineTuneEventList, FineTuneList
 from tunery.api.routes.fine_tuning import change_status, load_job, param_error
 from tunery.jobs import queue, states
 from tunery.jobs.create import JobParamError, check_hyperparameters, create_job
@@ -85,12 +86,12 @@ def create(body: CreateFineTuneRequest, project: Project = Depends(current_proje
                                         exc.code, exc.status)) from None
 
 
-@router.get("/fine-tunes")
+@router.get("/fine-tunes", response_model=FineTuneList)
 def list_fine_tunes(project: Project = Depends(current_project), store: Store = Depends(get_store)):
     with store.db.session_scope() as session:
         jobs, _ = queue.list_jobs(session, project.id, legacy=True, limit=10_000)
         data = [legacy_object(session, j) for j in reversed(jobs)]  # the legacy API listed oldest first
-        return {"object": "list", "data": [d.model_dump() for d in data]}
+        return FineTuneList(data=data)
 
 
 @router.get("/fine-tunes/{fine_tune_id}", response_model=FineTune)
@@ -111,7 +112,7 @@ def _events_after(store: Store, job_id: str, seq: int) -> tuple[list, str | None
         return queue.events_since(session, job_id, seq), queue.status_of(session, job_id)
 
 
-@router.get("/fine-tunes/{fine_tune_id}/events")
+@router.get("/fine-tunes/{fine_tune_id}/events", response_model=FineTuneEventList, responses={200: event_stream(FineTuneEvent)})
 async def events(fine_tune_id: str, stream: bool = False, project: Project = Depends(current_project),
                  store: Store = Depends(get_store)):
     def load():
@@ -121,7 +122,7 @@ async def events(fine_tune_id: str, stream: bool = False, project: Project = Dep
     job_id = await run_in_threadpool(load)
     if not stream:
         rows, _ = await run_in_threadpool(_events_after, store, job_id, 0)
-        return {"object": "list", "data": [FineTuneEvent.of(e).model_dump() for e in rows]}
+        return FineTuneEventList(data=[FineTuneEvent.of(e) for e in rows])
 
     async def sse():
         seq = 0

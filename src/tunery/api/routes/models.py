@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError
 from tunery.api.inference import forget_model
+from tunery.api.openapi import error_response
 from tunery.api.protocol.models import ModelDeleted, ModelList, ModelObject
 from tunery.jobs import models as jobs_models
 from tunery.store.context import Store
@@ -78,7 +79,7 @@ def retrieve_model(model: str, project: Project = Depends(current_project), stor
     raise APIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
 
 
-@router.delete("/models/{model:path}", response_model=ModelDeleted)
+@router.delete("/models/{model:path}", response_model=ModelDeleted, responses={403: error_response("A base model: only fine-tuned models can be deleted.")})
 def delete_model(model: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)):
     if _is_base(store, model):
         raise APIError(403, f"The model '{model}' is a base model: only fine-tuned models can be deleted.", param="model")

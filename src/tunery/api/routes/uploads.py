@@ -14,8 +14,10 @@ from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, invalid_request, not_found
 from tunery.api.limits import check_storage
 from tunery.api.multipart import read_form
+from tunery.api.openapi import NOT_MULTIPART, multipart_body
 from tunery.api.protocol.files import FileObject
 from tunery.api.protocol.uploads import (
+    ADD_PART_FORM,
     CompleteUploadRequest,
     CreateUploadRequest,
     UploadObject,
@@ -79,7 +81,8 @@ def create_upload(body: CreateUploadRequest, project: Project = Depends(current_
         return _object(session, upload)
 
 
-@router.post("/uploads/{upload_id}/parts", response_model=UploadPartObject)
+@router.post("/uploads/{upload_id}/parts", response_model=UploadPartObject, openapi_extra=multipart_body(ADD_PART_FORM),
+             responses={415: NOT_MULTIPART})
 async def add_part(
     upload_id: str, request: Request, project: Project = Depends(current_project), store: Store = Depends(get_store)
 ):
