@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_support import TUNERY, ServerProcess, chat_examples, create_key, jsonl, server_env
+from peft_reference import peft_greedy
 
 import openai
 
@@ -59,7 +60,7 @@ def test_a_short_job_succeeds_with_a_usable_model_results_and_checkpoints(server
     train = client.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
     valid = client.files.create(file=("valid.jsonl", jsonl(chat_examples(4))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, validation_file=valid.id,
-                                         suffix="smoke", seed=3, method=hyper(max_steps=3))
+                                         suffix="smoke", seed=3, method=hyper(max_steps=3, learning_rate_multiplier=25))
     follow = subprocess.Popen([TUNERY, "jobs", "follow", job.id, "--interval", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=server_env(process.home, TUNERY_BASE_URL=process.base_url, TUNERY_API_KEY=key))
     job = wait_for(client, job.id, {"succeeded", "failed", "cancelled"})
@@ -101,9 +102,14 @@ def test_a_short_job_succeeds_with_a_usable_model_results_and_checkpoints(server
     names = [m.id for m in client.models.list()]
     assert job.fine_tuned_model in names
     assert all(c.fine_tuned_model_checkpoint in names for c in checkpoints.data)
-    # usable: its weights are a real adapter folder
+    # usable: served through the API, it answers with its trained adapter (peft's own greedy answer), not as the base does
     weights = Path(process.home) / "data" / "jobs" / job.id / "out" / "adapter"
     assert (weights / "adapter_config.json").is_file()
+    question = chat_examples(1)[0]["messages"][:2]
+    answers = {model: client.chat.completions.create(model=model, messages=question, max_tokens=8, temperature=0).choices[0].message.content
+               for model in (job.fine_tuned_model, "gpt-4o-mini")}
+    assert answers[job.fine_tuned_model] != answers["gpt-4o-mini"], answers
+    assert answers[job.fine_tuned_model] == peft_greedy(weights, None, question, 8)
     # and deleting the model removes the weights
     assert client.models.delete(job.fine_tuned_model).deleted
     assert not weights.exists() and job.fine_tuned_model not in [m.id for m in client.models.list()]

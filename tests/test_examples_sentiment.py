@@ -1,6 +1,7 @@
 """examples/sentiment/sentiment.py end to end against a real `tunery serve` (packaged SmolLM2):
 prepare, upload, a two-step job, the three-way evaluation; then `--job` re-evaluates that job."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,6 +13,25 @@ from api_support import ServerProcess, create_key, server_env
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "sentiment" / "sentiment.py"
 SST5 = ROOT.parent / "shared" / "data" / "sst5"
+
+
+EXPECTED_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "invalid", "mae")
+
+
+def expected_metrics(labels: list[str], matrix: list[list[int]], truth: list[str]) -> dict:
+    """The headline metrics worked out from a run's confusion matrix (rows: true label, columns:
+    predicted label then invalid), after checking its rows against the dev file's own labels."""
+    assert labels == ["0", "1", "2", "3", "4"] and len(matrix) == len(labels)
+    assert [sum(row) for row in matrix] == [truth.count(label) for label in labels]  # every dev example, in its true row
+    k, n = len(labels), len(truth)
+    support = [sum(row) for row in matrix]
+    predicted = [sum(row[j] for row in matrix) for j in range(k)]
+    f1 = [2 * matrix[i][i] / (predicted[i] + support[i]) if predicted[i] + support[i] else 0.0 for i in range(k)]
+    scored = sum(matrix[i][j] for i in range(k) for j in range(k))
+    errors = sum(abs(i - j) * matrix[i][j] for i in range(k) for j in range(k))  # the labels are the numbers 0-4
+    return {"n": n, "accuracy": sum(matrix[i][i] for i in range(k)) / n, "macro_f1": sum(f1) / k,
+            "weighted_f1": sum(f * s for f, s in zip(f1, support)) / n, "invalid": sum(row[k] for row in matrix),
+            "mae": errors / scored if scored else float("nan")}
 
 
 def run_script(server: ServerProcess, key: str, work: Path, *args: str) -> subprocess.CompletedProcess:
@@ -35,7 +55,11 @@ def test_sentiment_case_study_runs_end_to_end_and_reuses_a_job(tmp_path):
         assert job["status"] == "succeeded" and job["fine_tuned_model"].startswith("ft:")
         runs = {(r["model"], r["few_shot"]) for r in results["evaluation"]["results"]}
         assert runs == {("SmolLM2-135M-Instruct", 0), ("SmolLM2-135M-Instruct", 2), (job["fine_tuned_model"], 0)}
-        assert all(r["n"] == 6 and 0 <= r["accuracy"] <= 1 and r["loss"] > 0 for r in results["evaluation"]["results"])
+        truth = [row["label"].strip() for row in csv.DictReader((tmp_path / "run" / "dev.csv").open(encoding="utf-8"))]
+        for r in results["evaluation"]["results"]:
+            got = {k: float("nan") if r[k] is None else r[k] for k in EXPECTED_KEYS}  # no MAE when every answer is invalid
+            assert got == pytest.approx(expected_metrics(r["labels"], r["confusion_matrix"], truth), rel=1e-12, nan_ok=True)
+            assert r["loss"] > 0
         assert "<html" in (tmp_path / "run" / "report.html").read_text().lower()
         assert "Majority class share" in out.stdout
 

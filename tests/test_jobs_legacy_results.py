@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 
 import httpx
@@ -198,10 +199,56 @@ def _check_training_rows(rows: list[dict]) -> None:
     assert float(rows[-1]["validation_loss"]) > 0 and 0 <= float(rows[-1]["validation_token_accuracy"]) <= 1
 
 
+def _read_label(answer: str, labels: list[str]) -> str | None:
+    """The label an answer names, read independently of tunery.eval.labels for the two label sets
+    used here: numbers (the first number that is a label) and words (the first word that is one)."""
+    if all(label.isdigit() for label in labels):
+        values = [float(m.group()) for m in re.finditer(r"[-+]?\d+(?:\.\d+)?", answer)]
+        return next((label for v in values for label in labels if float(label) == v), None)
+    return next((w for w in re.findall(r"\w+", answer.lower()) if w in labels), None)
+
+
+def _expected_columns(api_server, model: str, valid: bytes, positive: str | None = None, betas=()) -> dict[str, str]:
+    """The classification columns worked out from the model's greedy answers through /v1/completions
+    (the validation prompts, as many new tokens as the job's step allows) and the file's labels."""
+    from transformers import AutoTokenizer
+
+    from tunery.models.resolve import resolve_model
+
+    records = [json.loads(line) for line in valid.decode().splitlines()]
+    tok = AutoTokenizer.from_pretrained(resolve_model("curie").path)
+    max_tokens = max(len(tok(r["completion"], add_special_tokens=False)["input_ids"]) for r in records) + 16
+    truth = [r["completion"].strip() for r in records]
+    labels = sorted(set(truth))
+    predicted = []
+    for r in records:
+        answer = httpx.post(f"{api_server.base_url}/completions", headers=api_server.headers(), timeout=300,
+                            json={"model": model, "prompt": r["prompt"], "max_tokens": max_tokens, "temperature": 0})
+        assert answer.status_code == 200, answer.text
+        predicted.append(_read_label(answer.json()["choices"][0]["text"], labels))
+    n = len(truth)
+
+    def counts(label):  # true positives, predicted, support
+        return (sum(t == p == label for t, p in zip(truth, predicted)), predicted.count(label), truth.count(label))
+
+    out = {"accuracy": sum(t == p for t, p in zip(truth, predicted)) / n}
+    if positive is None:
+        out["weighted_f1_score"] = sum(2 * tp / (pred + sup) * sup for tp, pred, sup in map(counts, labels) if pred + sup) / n
+    else:
+        tp, pred, sup = counts(positive.strip())
+        precision, recall = tp / pred if pred else 0.0, tp / sup if sup else 0.0
+        out.update(precision=precision, recall=recall)
+        for beta in (1.0, *betas):
+            b2 = beta * beta
+            out[f"f{beta:g}" if beta != 1.0 else "f1.0"] = (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall else 0.0
+    return {f"classification/{k}": f"{v:.6f}" for k, v in out.items()}
+
+
 @pytest.mark.slow
 def test_legacy_jobs_compile_legacy_results_with_classification_metrics(api_server, openai_client):
-    multi = _legacy_job(api_server, openai_client, _sst5(20), _sst5(10, offset=100), classification_n_classes=5)
-    binary = _legacy_job(api_server, openai_client, _binary(20), _binary(8), classification_positive_class=" positive",
+    multi_valid, binary_valid = _sst5(10, offset=100), _binary(8)
+    multi = _legacy_job(api_server, openai_client, _sst5(20), multi_valid, classification_n_classes=5)
+    binary = _legacy_job(api_server, openai_client, _binary(20), binary_valid, classification_positive_class=" positive",
                          classification_betas=[0.5, 2])
     current = openai_client.fine_tuning.jobs.create(
         model="gpt-4o-mini", training_file=openai_client.files.create(file=("c.jsonl", _sst5(20)), purpose="fine-tune").id,
@@ -213,7 +260,8 @@ def test_legacy_jobs_compile_legacy_results_with_classification_metrics(api_serv
     assert header == [*LEGACY_COLUMNS, "classification/accuracy", "classification/weighted_f1_score"]
     _check_training_rows(rows)
     assert rows[0]["classification/accuracy"] == "" and rows[0]["classification/weighted_f1_score"] == ""
-    assert 0 <= float(rows[-1]["classification/accuracy"]) <= 1 and 0 <= float(rows[-1]["classification/weighted_f1_score"]) <= 1
+    expected = _expected_columns(api_server, ft["fine_tuned_model"], multi_valid)
+    assert {k: rows[-1][k] for k in expected} == expected
     (event,) = [e for e in ft["events"] if e["message"].startswith("Classification metrics on the validation file: ")]
     assert event["message"].startswith("Classification metrics on the validation file: accuracy=")
     assert ft["events"][-1]["message"] == "The job has successfully completed"
@@ -224,7 +272,9 @@ def test_legacy_jobs_compile_legacy_results_with_classification_metrics(api_serv
     names = ["accuracy", "precision", "recall", "auroc", "auprc", "f1.0", "f0.5", "f2"]
     assert header == [*LEGACY_COLUMNS, *(f"classification/{n}" for n in names)]
     _check_training_rows(rows)
-    for n in names:
+    expected = _expected_columns(api_server, ft["fine_tuned_model"], binary_valid, " positive", [0.5, 2])
+    assert {k: rows[-1][k] for k in expected} == expected
+    for n in ("auroc", "auprc"):  # from the model's label probabilities, which the API does not expose
         assert 0 <= float(rows[-1][f"classification/{n}"]) <= 1, n
 
     deadline = time.monotonic() + 600

@@ -1,6 +1,7 @@
 """The served path is the real path: a job trained by the real worker on the packaged SmolLM2,
 then served through /v1/chat/completions and /v1/completions. Its greedy answer differs from the
-base model's and equals what the trained adapter produces when loaded directly with peft."""
+base model's and equals what the trained adapter produces when loaded directly with peft; an
+earlier checkpoint answers with its own weights, not the base's nor the final model's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from api_support import ServerProcess, create_key, jsonl
-from tunery.serve.registry import serving_dtype
+from peft_reference import first_logprobs, peft_greedy
 
 pytestmark = pytest.mark.slow
 
@@ -47,41 +48,9 @@ def trained(tmp_path_factory):
     process.stop()
 
 
-def weights_of(home: Path, name: str) -> Path:
-    from tunery.jobs.models import find_fine_tuned
-    from tunery.store.context import open_store
-    from tunery.store.settings import load_settings
-
-    store = open_store(load_settings(home))
-    try:
-        with store.db.session_scope() as s:
-            from tunery.store.keys import Project
-
-            project = s.query(Project).filter_by(name="default").one()
-            return Path(find_fine_tuned(s, project.id, name).weights_path)
-    finally:
-        store.close()
-
-
-def peft_greedy(weights: Path, prompt: str | None, messages: list | None, n: int) -> str:
-    """The adapter loaded directly with peft on its base (the folder its adapter_config names)."""
-    import json
-
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    adapter = weights if (weights / "adapter_config.json").exists() else weights / "adapter"
-    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    tok = AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").exists() else adapter.parent)
-    # In the dtype the server uses (the same rule, same machine): the comparison is exact.
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=serving_dtype()), str(adapter)).eval()
-    if messages is not None:
-        ids = tok(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    else:
-        ids = tok(prompt, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=n, do_sample=False)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+def job_out(home: Path, job) -> Path:
+    """The job's output folder, where the worker's trainer writes `adapter/` and `checkpoints/step-N/`."""
+    return home / "data" / "jobs" / job.id / "out"
 
 
 def test_chat_fine_tune_differs_from_base_and_matches_peft(trained):
@@ -92,12 +61,27 @@ def test_chat_fine_tune_differs_from_base_and_matches_peft(trained):
     base = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=16, temperature=0).choices[0].message.content
     assert tuned != base
     assert "PINEAPPLE" in tuned
-    assert tuned == peft_greedy(weights_of(home, name), None, messages, 16)
-    # Its checkpoints are models too, served from their own adapter folders.
-    ckpts = client.fine_tuning.jobs.checkpoints.list(jobs["chat"].id).data
-    assert ckpts
-    r = client.chat.completions.create(model=ckpts[0].fine_tuned_model_checkpoint, messages=messages, max_tokens=8, temperature=0)
-    assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens >= 1
+    final = job_out(home, jobs["chat"]) / "adapter"
+    assert tuned == peft_greedy(final, None, messages, 16)
+
+
+def test_a_checkpoint_answers_with_its_own_weights(trained):
+    """An earlier checkpoint is served from its own adapter: its greedy answer is peft's with that
+    checkpoint, and its log-probabilities are the checkpoint's, not the base's nor the final model's."""
+    client, jobs, home = trained
+    messages = [{"role": "user", "content": QUESTION}]
+    ckpts = sorted(client.fine_tuning.jobs.checkpoints.list(jobs["chat"].id).data, key=lambda c: c.step_number)
+    assert len(ckpts) >= 2, [c.step_number for c in ckpts]
+    early = ckpts[0]
+    folder = job_out(home, jobs["chat"]) / "checkpoints" / f"step-{early.step_number}"
+    r = client.chat.completions.create(model=early.fine_tuned_model_checkpoint, messages=messages, max_tokens=16, temperature=0,
+                                       logprobs=True, top_logprobs=5)
+    assert r.choices[0].message.content == peft_greedy(folder, None, messages, 16)
+    # the first token's five best log-probabilities, against each candidate's weights
+    served = torch.tensor([t.logprob for t in r.choices[0].logprobs.content[0].top_logprobs])
+    gap = {name: float((served - first_logprobs(weights, messages, adapter).topk(5).values).abs().max())
+           for name, weights, adapter in (("own", folder, True), ("base", folder, False), ("final", job_out(home, jobs["chat"]) / "adapter", True))}
+    assert gap["own"] < 0.1 and gap["base"] > 0.5 and gap["final"] > 0.5, gap
 
 
 def test_legacy_fine_tune_answers_after_its_separator(trained):
@@ -109,5 +93,5 @@ def test_legacy_fine_tune_answers_after_its_separator(trained):
     assert r.choices[0].finish_reason == "stop"
     base = client.completions.create(model="babbage-002", prompt=prompt, max_tokens=6, temperature=0, stop=[" END"]).choices[0].text
     assert base != r.choices[0].text
-    direct = peft_greedy(weights_of(home, name), prompt, None, 6)
+    direct = peft_greedy(job_out(home, jobs["legacy"]) / "adapter", prompt, None, 6)
     assert direct.startswith(" positive END")
