@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from tunery import __version__
-from tunery.cli import chat, client, eval, jobs, prepare, serve, train
+from tunery.cli import chat, client, eval, jobs, models, prepare, serve, train
 
 app = typer.Typer(
     name="tunery",
@@ -34,5 +34,5 @@ def main(
 
 
 # Each command module exposes `register(app)`. Plain imports: a missing module fails at start.
-for _module in (prepare, train, serve, client, chat, eval, jobs):
+for _module in (prepare, models, train, serve, client, chat, eval, jobs):  # models before client: client adds to its group
     _module.register(app)
