@@ -4,9 +4,10 @@ Keys are 48 random base62 characters after `sk-tunery-`; only their SHA-256 is s
 ~285 bits of entropy, so a slow password hash buys nothing) together with a short display hint
 (`sk-tunery-abcd…wxyz`, the one form listings show).
 
-Checking a key leaks no timing about it: the row is found by the SHA-256 of what the client sent
-(an index lookup whose timing depends on a hash an attacker cannot steer byte by byte), then the
-stored hash is compared with `hmac.compare_digest`. A revoked key is refused by the next request:
+Checking a key leaks no timing about it: the key itself is never compared. The row is found by the
+SHA-256 of what the client sent, so the index lookup's timing depends only on a hash, which an
+attacker cannot steer byte by byte toward a stored one (a `compare_digest` of the two hashes after
+that equality lookup could never fail, so there is none). A revoked key is refused by the next request:
 nothing caches keys. When a key was last used is kept in its own table (older databases gain it
 without a migration), written at most once a minute per key by each process.
 """
@@ -14,7 +15,6 @@ without a migration), written at most once a minute per key by each process.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import threading
 import time
 from dataclasses import dataclass
@@ -94,13 +94,12 @@ def check_key(session: Session, key: str) -> tuple[str, Project] | None:
     """(key id, project) of an active key, or None (unknown or revoked)."""
     if not key:
         return None
-    digest = hash_key(key)
     row = session.execute(
-        select(ApiKey.id, ApiKey.key_hash, Project)
+        select(ApiKey.id, Project)
         .join(Project, ApiKey.project_id == Project.id)
-        .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     ).first()
-    if row is None or not hmac.compare_digest(row.key_hash.encode(), digest.encode()):
+    if row is None:
         return None
     return row.id, row.Project
 
