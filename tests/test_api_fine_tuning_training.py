@@ -46,6 +46,16 @@ def wait_metrics(client, job_id, n=1, timeout=240.0):
     raise AssertionError(f"job {job_id}: no metrics events within {timeout}s")
 
 
+def assert_no_server_path(client, job_id, home):
+    """Events and the error are shown to the client: nothing of the server's data folder in them."""
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    events = client.fine_tuning.jobs.list_events(job_id, limit=1000).data
+    shown = job.model_dump_json() + "".join(e.model_dump_json() for e in events)
+    for root in {str(home), str(Path(home).resolve())}:
+        assert root not in shown, [e.message for e in events if root in e.model_dump_json()]
+    return events
+
+
 @pytest.fixture
 def server(tmp_path):
     key = create_key(tmp_path)
@@ -116,7 +126,7 @@ def test_a_short_job_succeeds_with_a_usable_model_results_and_checkpoints(server
 
 
 def test_pause_checkpoints_and_resume_finishes(server):
-    _, client, _ = server
+    process, client, _ = server
     train = client.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train.id, method=hyper(max_steps=5))
     wait_metrics(client, job.id)
@@ -128,6 +138,11 @@ def test_pause_checkpoints_and_resume_finishes(server):
     assert job.status == "succeeded", job.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1000).data]
     assert "Fine-tuning job resumed from its last checkpoint" in messages
+    # checkpoint, pause, resume and success events name what they wrote, never where on the server
+    events = assert_no_server_path(client, job.id, process.home)
+    assert "Training succeeded: adapter written" in [e.message for e in events]
+    resumed = next(e for e in events if e.message.startswith("Resumed from checkpoint step-"))
+    assert resumed.data["path"] == f"checkpoints/step-{resumed.data['step']}"
 
 
 def test_cancel_a_running_job_stops_its_trainer(server):
@@ -156,6 +171,8 @@ def test_killing_the_trainer_fails_the_job_and_the_server_stays_up(server):
     job = wait_for(client, job.id, {"failed"}, timeout=30)
     assert job.error.code == "training_process_died"
     assert job.error.message.startswith("The training process was killed by SIGKILL (out of memory, or killed by an operator)")
+    assert_no_server_path(client, job.id, process.home)  # nor a line of the trainer's log
+    assert "Last output" not in job.error.message
     assert process.alive()
     assert client.fine_tuning.jobs.list().data[0].id == job.id  # still answering
 

@@ -97,13 +97,16 @@ def test_error_json_becomes_the_job_error(tmp_path):
     assert outcome.error == {"code": "invalid_file_format", "message": "line 3: bad", "param": "training_file"}
 
 
-def test_crash_without_report_names_the_exit_code_and_last_output(tmp_path):
-    outcome, _ = run(make_process(tmp_path, "crash"))
+def test_crash_without_report_names_the_exit_code_and_keeps_its_output_for_the_operator(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="tunery.jobs"):
+        outcome, _ = run(make_process(tmp_path, "crash"))
     assert outcome.status == "failed"
     assert outcome.error["code"] == "training_process_died"
+    # the job's error is shown to clients: no log line in it; the server log has them
     assert outcome.error["message"] == (
-        "The training process exited with code 3 without an error report. Last output: Traceback: boom"
+        "The training process exited with code 3 without an error report. Its output is in the job's train.log on the server."
     )
+    assert "Traceback: boom" in caplog.text
 
 
 def test_sigterm_cancels(tmp_path):

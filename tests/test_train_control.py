@@ -87,6 +87,7 @@ def test_pause_then_resume_gives_the_uninterrupted_result(tmp_path, model_dir, u
     assert paused["type"] == "status" and paused["data"]["status"] == "paused"
     step = paused["data"]["step"]
     assert 4 <= step < 12 and (out / "checkpoints" / f"step-{step}" / "trainer_state.pt").is_file()
+    assert paused["data"]["path"] == f"checkpoints/step-{step}"  # relative: events are shown to users
     assert not (out / "result.json").exists() and not (out / "adapter").exists()
 
     proc = start(config, tmp_path, resume=True)
@@ -108,6 +109,8 @@ def test_crash_then_resume_restarts_from_the_last_checkpoint(tmp_path, model_dir
     assert proc.wait(timeout=240) == 0, proc.stderr.read()
     resumed = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines() if "Resumed from checkpoint" in line]
     assert resumed and resumed[-1]["data"]["step"] in (6, 7)
+    assert resumed[-1]["data"]["path"] == f"checkpoints/step-{resumed[-1]['data']['step']}"
+    assert str(tmp_path) not in (out / "events.jsonl").read_text()
     assert_same_weights(adapter(out), adapter(uninterrupted))
     assert metric_rows(out) == metric_rows(uninterrupted)
 

@@ -84,6 +84,10 @@ def test_a_run_writes_every_output_of_the_contract(tmp_path, model_dir):
     checkpoints = [e["data"] for e in events if e["type"] == "checkpoint"]
     assert [c["step"] for c in checkpoints] == [4, 8, 12, 16] and checkpoints[0]["epoch"] == 1
     assert events[-1]["type"] == "status" and events[-1]["data"]["status"] == "succeeded"
+    # events reach users (a job's, through the API): paths in them are relative to the output folder
+    assert [c["path"] for c in checkpoints] == ["checkpoints/step-4", "checkpoints/step-8", "checkpoints/step-12", "checkpoints/step-16"]
+    assert events[-1]["message"] == "Training succeeded: adapter written" and events[-1]["data"]["output_path"] == "adapter"
+    assert str(tmp_path) not in json.dumps(events)
 
 
 def test_same_seed_same_result_and_the_model_learns(tmp_path, model_dir):
@@ -163,7 +167,7 @@ def test_batch_size_larger_than_the_data(tmp_path, model_dir):
 
 def test_unreadable_validation_file(tmp_path, model_dir):
     result = run(config(tmp_path, model_dir, validation_file=str(tmp_path / "nope.jsonl")))
-    assert_failed(tmp_path, result, "invalid_validation_file", "nope.jsonl: file not found", "validation_file")
+    assert_failed(tmp_path, result, "invalid_validation_file", "Validation file not found", "validation_file")
 
 
 def test_out_of_memory_is_reported_as_such(tmp_path):

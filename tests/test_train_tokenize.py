@@ -150,19 +150,20 @@ def test_preference_records_are_recognized_and_refused_clearly(tok):
     assert err.value.message.startswith("line 4: preference (DPO) records need method 'dpo'")
 
 
-def test_read_records_names_the_file_and_line(tmp_path):
+def test_read_records_names_the_file_by_its_role_and_the_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n\n{oops\n")
     with pytest.raises(TrainError) as err:
         read_records(path)
     assert err.value.code == "invalid_training_file"
-    assert err.value.message.startswith(f"{path}, line 3: not valid JSON")
+    assert err.value.message.startswith("Training file, line 3: not valid JSON")
+    assert str(tmp_path) not in err.value.message  # a job's error is public: no server path
     path.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n" + json.dumps({"messages": []}) + "\n")
     with pytest.raises(TrainError) as err:
         read_records(path)
     assert err.value.message == (
-        f"{path}, line 2: a chat example in a file that starts with prompt/completion examples (line 1); use one format per file"
+        "Training file, line 2: a chat example in a file that starts with prompt/completion examples (line 1); use one format per file"
     )
-    with pytest.raises(TrainError, match="file not found") as err:
+    with pytest.raises(TrainError, match="^Validation file not found$") as err:
         read_records(tmp_path / "missing.jsonl", "validation_file")
     assert err.value.code == "invalid_validation_file"

@@ -8,7 +8,8 @@ the lifespan; routes reach it with `Depends(get_store)` and the caller's project
 uploaded `fine-tune` files off the request path (`tunery.store.validation`).
 
 Background work: on start the lifespan re-queues file checks the last run did not finish and
-sweeps what a crash or an abandoned upload left (old temp files, parts of expired uploads), then,
+sweeps what a crash or an abandoned upload left (old temp files, file blobs without a row, parts
+of expired uploads), then,
 when `worker=True`, calls `tunery.jobs.worker.start(store)`; if that returns an object with a
 `stop()` method it is called on shutdown (before the database is closed). The worker must not
 block: it runs its own threads/subprocesses.
@@ -26,7 +27,10 @@ from tunery import __version__
 from tunery.api import errors, openapi
 from tunery.api.limits import BodyLimit
 from tunery.api.routes import ROUTERS
+from tunery.api import inference
+from tunery.eval import run_worker
 from tunery.jobs import worker as jobs_worker
+from tunery.store import files as files_repo
 from tunery.store import uploads, validation
 from tunery.store.context import open_store
 from tunery.store.settings import Settings, load_settings
@@ -35,9 +39,11 @@ log = logging.getLogger("tunery.api")
 
 
 def _sweep(store) -> None:
-    """What a crash or an abandoned upload left behind: old temp files, parts of expired uploads."""
+    """What a crash or an abandoned upload left behind: old temp files, file blobs whose row was
+    never committed (`files_repo.sweep_orphans`), parts of expired uploads."""
     for folder in ("files", "uploads"):
         store.blobs.sweep_temps(folder)
+    files_repo.sweep_orphans(store.db, store.blobs)
     with store.db.session_scope() as session:
         expired = uploads.expired_pending(session)
     for upload_id in expired:
@@ -55,9 +61,13 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         validation.resume_pending(store, app.state.file_checks)
         _sweep(store)
         handle = jobs_worker.start(store) if worker else None
+        # Eval runs generate in this process, through the registry chat completions use
+        # (graders' model judge: None until tunery.serve.judge lands).
+        app.state.eval_runs = run_worker.start(store, inference.registry(app), judge=None)
         try:
             yield
         finally:
+            app.state.eval_runs.stop()
             if handle is not None and hasattr(handle, "stop"):
                 handle.stop()
             app.state.file_checks.shutdown(wait=True, cancel_futures=True)

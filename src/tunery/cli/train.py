@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import itertools
 from pathlib import Path
 
 import typer
@@ -97,7 +98,7 @@ def _show_masks(config, n: int) -> int:
     from tunery.train.errors import TrainError
     from tunery.train.masks_view import show_masks
     from tunery.train.modeling import load_tokenizer, resolve
-    from tunery.train.records import read_records
+    from tunery.train.records import iter_records
     from tunery.train.tokenize import Tokenizer
 
     console = Console()
@@ -106,7 +107,7 @@ def _show_masks(config, n: int) -> int:
         tokenizer = load_tokenizer(resolved.path)
         context = resolved.context_length or 2048
         tok = Tokenizer(tokenizer, min(config.max_length or context, context), config.prompt_loss_weight)
-        examples = [tok.encode(r) for r in read_records(config.training_file)[:n]]
+        examples = [tok.encode(r) for r in itertools.islice(iter_records(config.training_file), n)]
     except TrainError as exc:
         Console(stderr=True).print(f"[red]error[/] ({exc.code}): {exc.message}", highlight=False)
         return 1

@@ -87,17 +87,20 @@ def legacy_csv(metrics: Sequence[dict[str, str]], elapsed: Sequence[tuple[int, i
     return buffer.getvalue().encode()
 
 
-def _training_lengths(train: dict, hp: dict) -> list[int]:
-    """Token count of each training example, tokenized exactly as the trainer did."""
+def _training_lengths(train: dict, hp: dict, folder: Path | None = None) -> Sequence[int]:
+    """Token count of each training example, tokenized exactly as the trainer did: streamed, so
+    only the lengths (4 bytes an example) stay in memory."""
     from tunery.train import modeling
     from tunery.train.config import TrainConfig
-    from tunery.train.records import read_records
+    from tunery.train.records import iter_records
     from tunery.train.tokenize import Tokenizer
 
     cfg = TrainConfig.from_dict(train)
     tokenizer = modeling.load_tokenizer(modeling.resolve(cfg.model).path)
     tok = Tokenizer(tokenizer, int(hp["max_length"]), cfg.prompt_loss_weight)
-    return [len(e) for e in tok.encode_all(read_records(cfg.training_file, "training_file"), "training_file").examples]
+    data = tok.encode_all(iter_records(cfg.training_file, "training_file"), "training_file", folder)
+    data.examples.close()
+    return data.examples.lengths
 
 
 def _metrics_text(columns: dict[str, float]) -> str:
@@ -115,7 +118,7 @@ def compile_results(config: dict, events) -> dict:
 
     elapsed: list[tuple[int, int]] = []
     try:
-        elapsed = elapsed_counts(_training_lengths(train, hp), int(hp["batch_size"]), int(hp.get("seed", train.get("seed", 42))), steps)
+        elapsed = elapsed_counts(_training_lengths(train, hp, results), int(hp["batch_size"]), int(hp.get("seed", train.get("seed", 42))), steps)
     except Exception as exc:  # the columns stay empty; the job is unaffected
         events.emit("message", f"elapsed_tokens and elapsed_examples could not be computed ({exc}); they are empty in the result file.",
                     level="warn")

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tunery.jobs import states
+from tunery.jobs.redact import hide_paths, hide_paths_in
 from tunery.store.db import now
 from tunery.store.ids import new_id
 from tunery.store.jobs import Job, JobCheckpoint, JobEvent
@@ -71,6 +72,7 @@ def transition(session: Session, job_id: str, dst: str, src: Iterable[str] | Non
     assert all(states.can_transition(s, dst) or s == dst for s in sources), (sources, dst)
     if dst in states.TERMINAL:
         values.setdefault("finished_at", now())
+    _public_error(values)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(sources))
@@ -80,11 +82,18 @@ def transition(session: Session, job_id: str, dst: str, src: Iterable[str] | Non
     return result.rowcount == 1
 
 
+def _public_error(values: dict) -> None:
+    """`job.error` is served to clients: no server path in it (`tunery.jobs.redact`)."""
+    if isinstance(values.get("error"), dict):
+        values["error"] = hide_paths_in(values["error"])
+
+
 def status_of(session: Session, job_id: str) -> str | None:
     return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
 def update_job(session: Session, job_id: str, **values) -> None:
+    _public_error(values)
     session.execute(
         update(Job).where(Job.id == job_id).values(updated_at=now(), **values).execution_options(synchronize_session=False)
     )
@@ -106,8 +115,8 @@ def add_event(
         created_at=created_at or now(),
         level=level,
         type=type,
-        message=message,
-        data=data or {},
+        message=hide_paths(message),  # events are served to clients: no server path (`tunery.jobs.redact`)
+        data=hide_paths_in(data or {}),
     )
     session.add(event)
     session.flush()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from tunery.store.blobs import is_disk_full
+
+log = logging.getLogger("tunery.jobs")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -265,8 +268,13 @@ class TrainingProcess:
             msg = "The training process exited without writing its result."
         else:
             msg = f"The training process exited with code {rc} without an error report."
+        # The log's last lines are the operator's (they name server paths and code): the server
+        # log gets them, the job's error only says where they are.
         tail = self.log_tail(3)
-        return f"{msg} Last output: {tail}" if tail else msg
+        if tail:
+            log.warning("training process in %s ended without a report: %s", self.workdir, tail)
+            msg += " Its output is in the job's train.log on the server."
+        return msg
 
 
 def _read_json(path: Path) -> dict | None:

@@ -60,7 +60,7 @@ class Database:
 
     def create_all(self) -> None:
         # The table modules import this one, hence here rather than at the top.
-        from tunery.store import files, jobs, keys, uploads  # noqa: F401
+        from tunery.store import evals, files, jobs, keys, uploads  # noqa: F401
 
         Base.metadata.create_all(self.engine)
         # create_all makes the indexes of the tables it creates only: add indexes declared since an

@@ -8,6 +8,10 @@ another project is simply not found.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+
 from sqlalchemy import ForeignKey, Integer, String, Text, event, func, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -15,7 +19,17 @@ from tunery.store.blobs import BlobStore
 from tunery.store.db import Base, keyset_page, now
 from tunery.store.ids import file_id
 
+log = logging.getLogger("tunery.store")
+
 UPLOADED, PROCESSED, ERROR = "uploaded", "processed", "error"
+
+# A blob is written, renamed into place, then its row committed; a kill between the last two (or
+# between a delete's commit and its blob's removal) leaves a blob no row points to. Old enough,
+# such a blob is swept: no writer of this or another process sharing the data folder can still
+# be about to commit its row. More orphans than a crash leaves means a different database was
+# put under this data folder: nothing is deleted then, and the log says so.
+ORPHAN_GRACE_S = 3600
+MAX_ORPHANS_SWEPT = 100
 
 # Purposes a client may upload (the spec's FilePurpose plus the legacy-era ones still accepted).
 UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "user_data", "vision", "evals")
@@ -141,3 +155,42 @@ def set_status(session: Session, fid: str, status: str, details: str | None = No
 def pending_checks(session: Session) -> list[str]:
     """Ids of files still waiting for their check (e.g. the server stopped mid-check)."""
     return list(session.scalars(select(FileRecord.id).where(FileRecord.status == UPLOADED)))
+
+
+def sweep_orphans(db, blobs: BlobStore, older_than: float = ORPHAN_GRACE_S, limit: int = MAX_ORPHANS_SWEPT) -> int:
+    """Delete blobs under `files/` that no row points to (expired rows included) and that were
+    last written more than `older_than` seconds ago. Returns how many were deleted."""
+    folder = blobs.path("files")
+    if not folder.is_dir():
+        return 0
+    cutoff, old = time.time() - older_than, []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            # only what `file_id()` names: temp files have their own sweep, and anything else is not ours
+            if not entry.name.startswith("file-") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    old.append(entry.name)
+            except FileNotFoundError:
+                pass
+    if not old:
+        return 0
+    with db.session_scope() as session:
+        if session.scalar(select(FileRecord.id).limit(1)) is None:
+            log.error("%d file blobs but no file row in the database: is this the database of this data folder? "
+                      "Nothing swept.", len(old))
+            return 0
+        known: set[str] = set()
+        for i in range(0, len(old), 500):
+            known.update(session.scalars(select(FileRecord.id).where(FileRecord.id.in_(old[i : i + 500]))))
+    orphans = [name for name in old if name not in known]
+    if len(orphans) > limit:
+        log.error("%d file blobs have no row in the database (more than a crash leaves): is this the database of this "
+                  "data folder? Nothing swept.", len(orphans))
+        return 0
+    for name in orphans:
+        blobs.delete(blob_key(name))
+    if orphans:
+        log.warning("removed %d file blob(s) left without a row by a crash", len(orphans))
+    return len(orphans)

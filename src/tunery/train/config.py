@@ -88,9 +88,11 @@ class TrainConfig:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise TrainError("invalid_config", f"Cannot read config {path}: {exc}", "config") from exc
+            # no path in the message: in a job it is a server path, and the job's error is public
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else (exc.strerror or type(exc).__name__)
+            raise TrainError("invalid_config", f"Cannot read the training config: {why}", "config") from exc
         if not isinstance(data, dict):
-            raise TrainError("invalid_config", f"Config {path} must be a JSON object", "config")
+            raise TrainError("invalid_config", "The training config must be a JSON object", "config")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,13 +33,16 @@ from .errors import DISK_FULL_MESSAGE, TrainError, is_disk_full
 from .events import EventLog, metrics_message, write_json_atomic
 from .metrics import MetricsCSV
 from .packing import MIN_SHARED_PREFIX, micro_batches, step_indices
-from .records import read_records
+from .records import iter_records
 from .tokenize import Example, TokenizedFile, Tokenizer
 
 # Tokens per forward pass when not configured: large enough for efficient matmuls, small enough
 # that a cancel is honoured within seconds on a CPU.
 DEFAULT_MICRO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 MAX_GRAD_NORM = 1.0
+# Validation examples grouped into micro-batches at a time: bounds memory on a big validation file;
+# files up to this size are batched exactly as one group, as before it existed.
+EVAL_CHUNK = 4096
 
 
 @dataclass
@@ -125,6 +128,11 @@ class Trainer:
         self.ckpt_root = out / "checkpoints"
         self.device = None
 
+    def relative(self, path: Path) -> str:
+        """A path inside the output folder as events name it: relative, since events are shown to
+        users (through the API, a job's) who must not learn the server's layout."""
+        return str(Path(path).relative_to(self.out))
+
     # -- setup --------------------------------------------------------------------------------
 
     def prepare_out_dir(self) -> None:
@@ -133,27 +141,29 @@ class Trainer:
             shutil.rmtree(partial, ignore_errors=True)
         finished = (self.out / "result.json").exists()
         if finished:
-            raise TrainError("output_exists", f"{self.out} already holds a finished run (result.json); choose another output folder", "out_dir")
+            raise TrainError("output_exists", "The output folder already holds a finished run (result.json); choose another output folder", "out_dir")
         if not self.config.resume and ckpt.list_checkpoints(self.ckpt_root):
-            raise TrainError("output_exists", f"{self.out} already holds checkpoints of another run; resume it or choose another output folder", "out_dir")
+            raise TrainError("output_exists", "The output folder already holds checkpoints of another run; resume it or choose another output folder", "out_dir")
         (self.out / "error.json").unlink(missing_ok=True)
 
     def tokenize(self, tokenizer, max_length: int) -> tuple[TokenizedFile, TokenizedFile | None]:
         tok = Tokenizer(tokenizer, max_length, self.config.prompt_loss_weight)
-        train = tok.encode_all(read_records(self.config.training_file, "training_file"), "training_file")
+        # Streamed: records are read, tokenized and stored one at a time (`TokenStore`, in the
+        # output folder's disk), so memory does not grow with the size of the files.
+        train = tok.encode_all(iter_records(self.config.training_file, "training_file"), "training_file", self.out)
         valid = None
         if self.config.validation_file:
-            valid = tok.encode_all(read_records(self.config.validation_file, "validation_file"), "validation_file")
+            valid = tok.encode_all(iter_records(self.config.validation_file, "validation_file"), "validation_file", self.out)
         for name, data in (("training", train), ("validation", valid)):
             if data is None:
                 continue
-            trained = sum(e.trained_tokens for e in data.examples)
+            trained = data.trained_tokens
             self.events.emit("message", f"{name.capitalize()} file: {len(data.examples)} examples, {data.tokens} tokens ({trained} trained)", {"file": name, "examples": len(data.examples), "tokens": data.tokens, "trained_tokens": trained})
             if data.truncated:
                 self.events.emit("message", f"{data.truncated} {name} example(s) longer than {max_length} tokens were truncated", {"file": name, "truncated": data.truncated}, level="warn")
             if data.dropped:
                 lines = ", ".join(map(str, data.dropped[:10])) + (" ..." if len(data.dropped) > 10 else "")
-                self.events.emit("message", f"{len(data.dropped)} {name} example(s) with nothing to train on were skipped (lines {lines})", {"file": name, "skipped_lines": data.dropped}, level="warn")
+                self.events.emit("message", f"{len(data.dropped)} {name} example(s) with nothing to train on were skipped (lines {lines})", {"file": name, "skipped": len(data.dropped), "skipped_lines": data.dropped[:100]}, level="warn")
         return train, valid
 
     def setup(self) -> None:
@@ -215,7 +225,7 @@ class Trainer:
             return 0
         state = ckpt.load_checkpoint(found[-1], self.model, self.config.method)
         if state.get("fingerprint") != self.fingerprint:
-            raise TrainError("resume_mismatch", f"Checkpoint {found[-1]} was made with other data, model or hyperparameters; cannot resume from it", "resume")
+            raise TrainError("resume_mismatch", f"Checkpoint {found[-1].name} was made with other data, model or hyperparameters; cannot resume from it", "resume")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -224,21 +234,25 @@ class Trainer:
         self.train_seconds = state.get("train_seconds", 0.0)
         self.tokens_seen = state.get("tokens_seen", 0)
         self.computed_tokens = state.get("computed_tokens", 0)
-        self.events.emit("message", f"Resumed from checkpoint {found[-1].name} ({state['kind']}, step {state['step']})", {"step": state["step"], "path": str(found[-1])})
+        self.events.emit("message", f"Resumed from checkpoint {found[-1].name} ({state['kind']}, step {state['step']})", {"step": state["step"], "path": self.relative(found[-1])})
         return state["step"]
 
     # -- steps --------------------------------------------------------------------------------
 
-    def evaluate(self, examples: list[Example]) -> tuple[float, float]:
+    def evaluate(self, examples) -> tuple[float, float]:
+        """Loss and accuracy over `examples` (a list, or a whole `TokenStore`), read
+        `EVAL_CHUNK` examples at a time so that a big validation file is never held whole."""
         import torch
 
         self.model.eval()
         loss = correct = weight = 0.0
         with torch.no_grad(), self.autocast():
-            for mb in micro_batches(examples, self.budget, self.packed, self.pad_id, self.min_prefix):
-                mb = mb.to(self.device)
-                l, c = self.loss_fn(self.model, mb)
-                loss, correct, weight = loss + float(l), correct + float(c), weight + mb.weight
+            for start in range(0, len(examples), EVAL_CHUNK):
+                chunk = [examples[i] for i in range(start, min(start + EVAL_CHUNK, len(examples)))]
+                for mb in micro_batches(chunk, self.budget, self.packed, self.pad_id, self.min_prefix):
+                    mb = mb.to(self.device)
+                    l, c = self.loss_fn(self.model, mb)
+                    loss, correct, weight = loss + float(l), correct + float(c), weight + mb.weight
         self.model.train()
         return loss / weight, correct / weight
 
@@ -284,7 +298,7 @@ class Trainer:
         }
         path = ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, self.config.method, state)
         ckpt.prune(self.ckpt_root, self.config.keep_checkpoints)
-        self.events.emit("checkpoint", f"Checkpoint created at step {step}", {"step": step, "epoch": epoch, "kind": kind, "path": str(path), "metrics": metrics})
+        self.events.emit("checkpoint", f"Checkpoint created at step {step}", {"step": step, "epoch": epoch, "kind": kind, "path": self.relative(path), "metrics": metrics})
         return path
 
     def run(self) -> TrainResult:
@@ -299,6 +313,9 @@ class Trainer:
             return self.loop(start, csv)
         finally:
             csv.close()
+            for data in (self.train, self.valid):
+                if data is not None:
+                    data.examples.close()
 
     def loop(self, start: int, csv: MetricsCSV) -> TrainResult:
         cfg, hp = self.config, self.hp
@@ -341,7 +358,7 @@ class Trainer:
             path = self.checkpoint(done, epoch + 1, "epoch" if epoch_end else "final", _ckpt_metrics(metrics)) if (epoch_end or last) else None
             if self.control.paused.is_set() and not last:
                 path = path or self.checkpoint(done, epoch + 1, "pause", _ckpt_metrics(metrics))
-                self.events.emit("status", f"Training paused at step {done}/{hp.total_steps}", {"status": "paused", "step": done, "path": str(path)})
+                self.events.emit("status", f"Training paused at step {done}/{hp.total_steps}", {"status": "paused", "step": done, "path": self.relative(path)})
                 return self.result("paused", EXIT_PAUSED, done, metrics)
         return self.finish(metrics)
 
@@ -351,7 +368,8 @@ class Trainer:
         n, hp = len(self.train.examples), self.hp
         if steps == hp.steps_per_epoch * hp.n_epochs:
             return self.train.tokens * hp.n_epochs
-        return sum(len(self.train.examples[i]) for s in range(steps) for i in step_indices(n, hp.batch_size, self.config.seed, s, hp.steps_per_epoch, self.config.shuffle)[1])
+        lengths = self.train.examples.lengths
+        return sum(lengths[i] for s in range(steps) for i in step_indices(n, hp.batch_size, self.config.seed, s, hp.steps_per_epoch, self.config.shuffle)[1])
 
     def result(self, status: str, code: int, steps: int, metrics: dict) -> TrainResult:
         return TrainResult(
@@ -401,7 +419,7 @@ class Trainer:
             "device": result.device,
             "precision": result.precision,
         })
-        self.events.emit("status", f"Training succeeded: {name} written to {target}", {"status": "succeeded", "output_path": str(target), "trained_tokens": result.trained_tokens})
+        self.events.emit("status", f"Training succeeded: {name} written", {"status": "succeeded", "output_path": self.relative(target), "trained_tokens": result.trained_tokens})
         return result
 
 

@@ -67,7 +67,7 @@ def load_tokenizer(path):
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if not tokenizer.is_fast:
-        raise TrainError("invalid_model", f"{path}: a fast tokenizer (tokenizer.json) is needed for loss masks", "model")
+        raise TrainError("invalid_model", "The base model has no fast tokenizer (tokenizer.json); one is needed for loss masks", "model")
     return tokenizer
 
 

@@ -24,6 +24,7 @@ cross an example boundary because they are computed per example before concatena
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -56,20 +57,25 @@ class MicroBatch:
 def epoch_order(n_examples: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
     """The shuffled example order of one epoch: a pure function of (seed, epoch), so a resumed run
     sees exactly the data order of an uninterrupted one. Without `shuffle`: the file's order."""
+    return list(_epoch_order(n_examples, seed, epoch, shuffle))
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n_examples: int, seed: int, epoch: int, shuffle: bool) -> tuple[int, ...]:
+    # Kept for the epoch's steps: with 200k examples a permutation costs more than a small step.
     import torch
 
     if not shuffle:
-        return list(range(n_examples))
-
+        return tuple(range(n_examples))
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n_examples, generator=generator).tolist()
+    return tuple(torch.randperm(n_examples, generator=generator).tolist())
 
 
 def step_indices(n_examples: int, batch_size: int, seed: int, step: int, steps_per_epoch: int, shuffle: bool = True) -> tuple[int, list[int]]:
     """(epoch, example indices) of global step `step` (0-based)."""
     epoch, within = divmod(step, steps_per_epoch)
-    order = epoch_order(n_examples, seed, epoch, shuffle)
-    return epoch, order[within * batch_size : (within + 1) * batch_size]
+    order = _epoch_order(n_examples, seed, epoch, shuffle)
+    return epoch, list(order[within * batch_size : (within + 1) * batch_size])
 
 
 def _groups(examples: list[Example], budget: int, packed: bool) -> list[list[Example]]:

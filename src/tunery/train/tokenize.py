@@ -17,8 +17,15 @@ in a trained span. This works for any template, with or without `{% generation %
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import TrainError
 from .records import CHAT, COMPLETION, PREFERENCE, Record
@@ -43,15 +50,55 @@ class Example:
         return sum(1 for w in self.weights[1:] if w > 0)
 
 
+class TokenStore(Sequence[Example]):
+    """A file's examples, kept in an unnamed temporary file rather than in memory: a Python list of
+    token ids costs ~36 bytes a token (a big training file would not fit), the file 12 (int32 ids,
+    float64 weights: read back, an example is exactly what the tokenizer made, so training is
+    bit-identical). In memory: 17 bytes per example (offset, length, line, truncated). `store[i]`
+    reads one example back; a step reads only its batch."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self._file = tempfile.TemporaryFile(dir=folder, prefix=".tmp-tokens-")  # gone with the process, even on kill -9
+        self._offsets, self.lengths, self._lines = array("q"), array("i"), array("i")
+        self._truncated = bytearray()
+        self._end = 0
+
+    def append(self, example: Example) -> None:
+        n = len(example.input_ids)
+        data = np.asarray(example.input_ids, dtype=np.int32).tobytes() + np.asarray(example.weights, dtype=np.float64).tobytes()
+        self._file.write(data)
+        self._offsets.append(self._end)
+        self._end += len(data)
+        self.lengths.append(n)
+        self._lines.append(example.line)
+        self._truncated.append(example.truncated)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> Example:  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = self.lengths[i]
+        self._file.flush()  # pread reads the file, not the write buffer
+        data = os.pread(self._file.fileno(), 12 * n, self._offsets[i])
+        ids, weights = np.frombuffer(data, np.int32, n), np.frombuffer(data, np.float64, n, 4 * n)
+        return Example(ids.tolist(), weights.tolist(), self._lines[i], bool(self._truncated[i]))
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class TokenizedFile:
-    examples: list[Example]
+    examples: TokenStore
     truncated: int = 0  # examples cut to max_length
     dropped: list[int] = field(default_factory=list)  # lines with nothing left to train on
+    trained_tokens: int = 0  # tokens with a loss weight > 0, over every example
 
     @property
     def tokens(self) -> int:
-        return sum(len(e) for e in self.examples)
+        return sum(self.examples.lengths)
 
 
 # -- chat -------------------------------------------------------------------------------------
@@ -278,18 +325,18 @@ class Tokenizer:
             ids, weights = ids[: self.max_length], weights[: self.max_length]
         return Example(ids, weights, record.line, truncated)
 
-    def encode_all(self, records: list[Record], param: str = "training_file") -> TokenizedFile:
-        """Tokenize a file; fail clearly when nothing in it can be trained."""
-        result = TokenizedFile([])
-        for record in records:
-            example = self.encode(record)
-            result.truncated += example.truncated
-            if example.trained_tokens == 0:
-                result.dropped.append(record.line)
-                continue
-            result.examples.append(example)
+    def encode_all(self, records: Iterable[Record], param: str = "training_file", folder: str | Path | None = None) -> TokenizedFile:
+        """Tokenize a file as its records stream by, into a `TokenStore` (its temp file in `folder`);
+        fail clearly when nothing in it can be trained."""
+        result = TokenizedFile(TokenStore(folder))
+        try:
+            n_records = self._encode_into(result, records)
+        except BaseException:
+            result.examples.close()
+            raise
         if not result.examples:
-            if result.truncated == len(records):
+            result.examples.close()
+            if result.truncated == n_records:
                 raise TrainError(
                     "all_examples_too_long",
                     f"Every example in the {param.replace('_', ' ')} is longer than the context ({self.max_length} tokens) and nothing trainable is left after truncation",
@@ -300,10 +347,25 @@ class Tokenizer:
                 f"The {param.replace('_', ' ')} has no trainable tokens: no assistant message with weight > 0 (or empty completions)",
                 param,
             )
-        if result.truncated == len(records):
+        if result.truncated == n_records:
+            result.examples.close()
             raise TrainError(
                 "all_examples_too_long",
                 f"Every example in the {param.replace('_', ' ')} is longer than the context ({self.max_length} tokens); check the model or max_length",
                 param,
             )
         return result
+
+    def _encode_into(self, result: TokenizedFile, records: Iterable[Record]) -> int:
+        n_records = 0
+        for record in records:
+            n_records += 1
+            example = self.encode(record)
+            result.truncated += example.truncated
+            trained = example.trained_tokens
+            if trained == 0:
+                result.dropped.append(record.line)
+                continue
+            result.trained_tokens += trained
+            result.examples.append(example)
+        return n_records

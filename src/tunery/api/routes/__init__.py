@@ -8,6 +8,7 @@ missing or broken fails the server's start instead of silently dropping its rout
 from tunery.api.routes import (
     chat,
     completions,
+    evals,
     evaluations,
     files,
     fine_tunes,
@@ -16,4 +17,4 @@ from tunery.api.routes import (
     uploads,
 )
 
-ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evaluations)
+ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evaluations, evals)

@@ -1,0 +1,230 @@
+"""Executes eval runs: a thread in the server process, sharing the serving registry with
+`/v1/chat/completions` (one copy of each model in memory, one engine batching both).
+
+Each batch of rows is submitted to the engine at once (so it batches them), graded with
+`tunery.graders.grade_batch`, and written as output items in one transaction; counts and usage
+are recomputed from the items. A run `in_progress` when the server stopped resumes at start from
+the first row without an item. Cancel: the route sets `canceled`; the worker sees it between
+batches and while waiting, cancels its generations and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+
+from tunery.eval.evals_config import EvalInputError
+from tunery.eval.runs import DEFAULT_SAMPLING, message_text, source_rows
+from tunery.graders import grade_batch, make_sample, passed
+from tunery.serve.chat import ChatError, render_chat
+from tunery.serve.registry import ModelSource
+from tunery.serve.sampling import SamplingParams
+from tunery.store import catalog
+from tunery.store import evals as repo
+from tunery.store.db import now
+
+log = logging.getLogger("tunery.eval")
+# Rows submitted to the engine together (the engine's own batch limit is 32).
+BATCH = int(os.environ.get("TUNERY_EVAL_BATCH", "32"))
+
+
+class RunCanceled(Exception):
+    pass
+
+
+def _status(store, run_id: str) -> str | None:
+    with store.db.session_scope() as s:
+        run = s.get(repo.EvalRunRecord, _seq(s, run_id))
+        return run.status if run else None
+
+
+def _seq(session, run_id):
+    from sqlalchemy import select
+    return session.scalar(select(repo.EvalRunRecord.seq).where(repo.EvalRunRecord.id == run_id))
+
+
+def _render(template: dict, item: dict) -> list[dict]:
+    from tunery.graders.template import lookup, render
+
+    ns = {"item": item}
+    if template["type"] == "item_reference":
+        messages = lookup(template["item_reference"], ns)
+        if not isinstance(messages, list):
+            raise ValueError(f"{template['item_reference']} is not a list of messages")
+        return [{"role": m["role"], "content": message_text(m, "message")} for m in messages]
+    return [{"role": m["role"], "content": render(message_text(m, "template"), ns)} for m in template["template"]]
+
+
+class RunWorker:
+    def __init__(self, store, registry, judge=None, batch_size: int = BATCH):
+        self.store, self.registry, self.judge, self.batch_size = store, registry, judge, batch_size
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tunery-eval-runs", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self.store.db.session_scope() as s:
+                todo = [r.id for r in repo.runs_to_work(s)]
+            for run_id in todo:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.execute(run_id)
+                except Exception as exc:  # one broken run fails alone; the worker goes on
+                    log.exception("eval run %s failed", run_id)
+                    self._finish(run_id, repo.FAILED, {"code": "run_failed", "message": f"{type(exc).__name__}: {exc}"})
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def _finish(self, run_id, status, error=None) -> None:
+        with self.store.db.session_scope() as s:
+            run = s.get(repo.EvalRunRecord, _seq(s, run_id) or -1)
+            if run is not None and run.status not in repo.FINISHED:
+                run.status, run.error, run.updated_at = status, error, now()
+
+    def execute(self, run_id: str) -> None:
+        with self.store.db.session_scope() as s:
+            run = s.get(repo.EvalRunRecord, _seq(s, run_id))
+            record = s.scalar(__import__("sqlalchemy").select(repo.EvalRecord).where(repo.EvalRecord.id == run.eval_id))
+            run.status, run.attempts, run.updated_at = repo.IN_PROGRESS, run.attempts + 1, now()
+            ds, project_id, criteria, eval_id = run.data_source, run.project_id, record.testing_criteria, record.id
+            done = repo.done_rows(s, run_id)
+        try:
+            rows = source_rows(self.store, project_id, ds["source"], "data_source.source")
+        except EvalInputError as exc:
+            return self._finish(run_id, repo.FAILED, {"code": exc.code or "invalid_data_source", "message": exc.message})
+        served = None
+        if ds["type"] == "completions":
+            try:
+                with self.store.db.session_scope() as s:
+                    found = catalog.resolve(s, self.store.settings, project_id, ds["model"])
+            except (catalog.ModelNotAvailable, catalog.ModelUnusable) as exc:
+                return self._finish(run_id, repo.FAILED, {"code": "model_not_found", "message": str(exc)})
+            served = self.registry.get(ModelSource(ds["model"], found.kind, found.path, base_path=found.base_path, context_length=found.context_length))
+        todo = [i for i in range(len(rows)) if i not in done]
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            if _status(self.store, run_id) != repo.IN_PROGRESS:
+                return
+            try:
+                samples = self._generate(run_id, served, ds, [rows[i] for i in batch]) if served else [self._given(rows[i]) for i in batch]
+            except RunCanceled:
+                return
+            self._write(run_id, eval_id, criteria, batch, rows, samples)
+        self._finish(run_id, repo.COMPLETED)
+
+    def _given(self, row: dict) -> dict:
+        sample = row.get("sample") or {}
+        text = sample.get("output_text", "")
+        graded = {**make_sample(text if isinstance(text, str) else "", sample.get("output_tools"), sample.get("choices")), **sample}
+        wire = {"input": [], "output": [{"role": "assistant", "content": graded["output_text"]}], "finish_reason": "stop", "model": "",
+                "usage": {"total_tokens": 0, "completion_tokens": 0, "prompt_tokens": 0, "cached_tokens": 0}, "error": None,
+                "temperature": 0.0, "max_completion_tokens": 0, "top_p": 1.0, "seed": 0}
+        return {"graded": graded, "wire": wire}
+
+    def _generate(self, run_id: str, served, ds: dict, rows: list[dict]) -> list[dict]:
+        sp = {**DEFAULT_SAMPLING, **{k: v for k, v in (ds.get("sampling_params") or {}).items() if v is not None}}
+        max_tokens = sp.get("max_completion_tokens") or self.store.settings.default_max_tokens
+        gens, out = [], []
+        events = []
+        for row in rows:
+            wire = {"input": [], "output": [], "finish_reason": "", "model": ds["model"], "error": None,
+                    "usage": {"total_tokens": 0, "completion_tokens": 0, "prompt_tokens": 0, "cached_tokens": 0},
+                    "temperature": float(sp["temperature"]), "max_completion_tokens": int(max_tokens), "top_p": float(sp["top_p"]), "seed": int(sp["seed"])}
+            out.append({"wire": wire, "graded": make_sample("")})
+            try:
+                messages = _render(ds["input_messages"], row["item"])
+                wire["input"] = messages
+                ids = render_chat(served.tokenizer, messages)
+                if len(ids) + max_tokens > served.context_length:
+                    raise ValueError(f"the prompt ({len(ids)} tokens) and max_completion_tokens exceed the model's context of {served.context_length}")
+            except (ChatError, ValueError, KeyError) as exc:
+                wire["error"] = {"code": "invalid_input", "message": str(exc)}
+                gens.append(None)
+                continue
+            done = threading.Event()
+            events.append(done)
+            params = SamplingParams(max_tokens=max_tokens, temperature=float(sp["temperature"]), top_p=float(sp["top_p"]), seed=sp["seed"],
+                                    timeout=self.store.settings.max_generation_seconds)
+            parts: list = []
+
+            def cb(e, parts=parts, done=done):
+                parts.append(e)
+                if e.finish_reason is not None:
+                    done.set()
+            gens.append((served.engine.submit(ids, params, served.tokenizer, served.adapter, callback=cb), parts))
+        for done in events:
+            while not done.wait(0.5):
+                if _status(self.store, run_id) != repo.IN_PROGRESS:
+                    for g in gens:
+                        if g:
+                            g[0].cancel()
+                    raise RunCanceled
+        for entry, g in zip(out, gens):
+            if g is None:
+                continue
+            gen, parts = g
+            wire = entry["wire"]
+            if parts and parts[-1].error:
+                wire["error"] = {"code": "generation_failed", "message": parts[-1].error}
+                continue
+            text = "".join(e.text for e in parts)
+            wire["output"] = [{"role": "assistant", "content": text}]
+            wire["finish_reason"] = gen.finish_reason or ""
+            p, c = len(gen.prompt_ids), len(gen.generated)
+            wire["usage"] = {"total_tokens": p + c, "completion_tokens": c, "prompt_tokens": p, "cached_tokens": 0}
+            entry["graded"] = {**make_sample(text), "model": ds["model"]}
+        return out
+
+    def _write(self, run_id, eval_id, criteria, batch, rows, samples) -> None:
+        pairs = [(s["graded"], rows[i]["item"]) for i, s in zip(batch, samples)]
+        per = [grade_batch(c, pairs, judge=self.judge) for c in criteria]
+        with self.store.db.session_scope() as s:
+            run = s.get(repo.EvalRunRecord, _seq(s, run_id) or -1)
+            if run is None or run.status != repo.IN_PROGRESS:
+                return  # canceled or deleted meanwhile
+            for k, (i, sample) in enumerate(zip(batch, samples)):
+                results, ok, errored = [], True, sample["wire"]["error"] is not None
+                for c, res in zip(criteria, per):
+                    r = res[k]
+                    good = (not errored) and passed(c, r)
+                    ok &= good
+                    errored |= any(v for key, v in r.errors.items() if isinstance(v, bool))
+                    results.append({"name": c["id"], "type": c["type"], "score": r.reward, "passed": good, "sample": r.sample,
+                                    "errors": {key: v for key, v in r.errors.items() if v}})
+                s.add(repo.EvalOutputItemRecord(
+                    id=f"outputitem_{uuid.uuid4().hex}", run_id=run_id, eval_id=eval_id, status="pass" if ok and not errored else "fail",
+                    errored=errored, datasource_item_id=i, datasource_item=rows[i]["item"], results=results, sample=sample["wire"]))
+            s.flush()
+            _tally(s, run, criteria)
+
+
+def _tally(session, run, criteria) -> None:
+    """Counts, per-criterion results and usage, from all the run's items (so a resume adds up)."""
+    items = repo.run_items(session, run.id)
+    errored = sum(1 for it in items if it.errored)
+    good = sum(1 for it in items if it.status == "pass")
+    run.result_counts = {"total": len(items), "errored": errored, "failed": len(items) - errored - good, "passed": good}
+    run.per_testing_criteria_results = [
+        {"testing_criteria": c["id"], "passed": sum(1 for it in items if it.results[j]["passed"]),
+         "failed": sum(1 for it in items if not it.results[j]["passed"])} for j, c in enumerate(criteria)]
+    if run.model:
+        used = [it.sample["usage"] for it in items if it.sample and it.sample.get("error") is None]
+        keys = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
+        run.per_model_usage = [{"model_name": run.model, "invocation_count": len(used), **{k: sum(u[k] for u in used) for k in keys}}]
+    run.updated_at = now()
+
+
+def start(store, registry, judge=None) -> RunWorker:
+    return RunWorker(store, registry, judge)
