@@ -100,4 +100,4 @@ def test_prepare_and_the_trainer_use_it(tmp_path):
     assert (found.code, found.line, found.message) == ("ambiguous_format", 2, expected)
     with pytest.raises(TrainError) as err:
         read_records(path)
-    assert err.value.message == f"{path}, line 2: {expected}"
+    assert err.value.message == f"Training file, line 2: {expected}"  # by its role: a job's client must not learn server paths

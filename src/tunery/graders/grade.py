@@ -1,64 +1,45 @@
-"""Validate and run grader objects. (Skeleton: string_check only; the other types follow.)"""
+"""Validate and run grader objects: one module per grader type, each with
+`validate(grader, param, context)` and `grade(grader, pairs, judge) -> list[GradeResult]`.
+
+Types not listed in `KINDS` are refused by `validate` with the field named, never half-run.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from tunery.graders import string_check
+from tunery.graders.checks import require
 from tunery.graders.judge import Judge
 from tunery.graders.result import GradeResult, GraderError
-from tunery.graders.template import MissingVariable, render
 
-STRING_CHECK_OPS = ("eq", "ne", "neq", "like", "ilike")
-
-
-def _require(grader: dict, key: str, kind: type, param: str) -> Any:
-    if key not in grader:
-        raise GraderError(f"Missing required parameter: '{param}.{key}'.", f"{param}.{key}")
-    value = grader[key]
-    if not isinstance(value, kind):
-        raise GraderError(f"Invalid type for '{param}.{key}': expected {kind.__name__}.", f"{param}.{key}")
-    return value
+KINDS = {"string_check": string_check}
+CONTEXTS = ("eval", "run", "rft")
 
 
 def validate(grader: Any, *, context: str = "run", param: str = "grader") -> None:
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if not isinstance(grader, dict):
         raise GraderError(f"Invalid type for '{param}': expected an object.", param)
-    kind = _require(grader, "type", str, param)
-    if kind != "string_check":
-        raise GraderError(f"Invalid value for '{param}.type': unsupported grader type {kind!r}.", f"{param}.type")
-    _require(grader, "name", str, param)
-    _require(grader, "input", str, param)
-    _require(grader, "reference", str, param)
-    op = _require(grader, "operation", str, param)
-    if op not in STRING_CHECK_OPS:
-        raise GraderError(f"Invalid value for '{param}.operation': expected one of eq, ne, like, ilike; got {op!r}.", f"{param}.operation")
-
-
-def _string_check(grader: dict, sample: dict, item: dict) -> GradeResult:
-    result = GradeResult(reward=0.0, name=grader["name"], type="string_check")
-    namespaces = {"sample": sample, "item": item}
-    try:
-        got, ref = render(grader["input"], namespaces), render(grader["reference"], namespaces)
-    except MissingVariable:
-        result.errors["invalid_variable_error"] = True
-        return result
-    op = grader["operation"]
-    ok = {
-        "eq": got == ref, "ne": got != ref, "neq": got != ref,
-        "like": ref in got, "ilike": ref.lower() in got.lower(),
-    }[op]
-    result.reward = 1.0 if ok else 0.0
-    return result
+    kind = require(grader, "type", str, param)
+    if kind not in KINDS:
+        raise GraderError(f"Invalid value for '{param}.type': unsupported grader type {kind!r}; expected one of "
+                          f"{', '.join(KINDS)}.", f"{param}.type")
+    KINDS[kind].validate(grader, param, context)
 
 
 def grade_batch(grader: dict, pairs: list[tuple[dict, dict]], judge: Judge | None = None) -> list[GradeResult]:
-    out = []
-    for sample, item in pairs:
-        start = time.perf_counter()
-        result = _string_check(grader, sample, item)
-        result.execution_time = time.perf_counter() - start
-        out.append(result)
+    """One result per `(sample, item)` pair, in order; `grader` must have passed `validate`.
+    `execution_time` is the batch's time shared evenly (a model grader's prompts run together)."""
+    if not pairs:
+        return []
+    start = time.perf_counter()
+    out = KINDS[grader["type"]].grade(grader, pairs, judge)
+    each = (time.perf_counter() - start) / len(pairs)
+    for result in out:
+        result.execution_time = each
     return out
 
 
