@@ -211,18 +211,41 @@ def _nullable(schema: dict) -> None:
     schema["type"] = [schema["type"], "null"]
 
 
+def _schemas(spec: dict) -> dict:
+    return spec["components"]["schemas"]
+
+
+LISTS = ("ListFilesResponse", "EvalList", "EvalRunList", "EvalRunOutputItemList")
+# The Evals operations whose error answers the spec documents as a bare `Error` object.
+BARE_ERRORS = (("delete", "/evals/{eval_id}", "404"), ("delete", "/evals/{eval_id}/runs/{run_id}", "404"),
+               ("post", "/evals/{eval_id}/runs", "400"))
+
+
+def _error_schema(spec: dict, method: str, path: str, status: str) -> dict:
+    return spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+
+
 # Where OpenAI's spec contradicts itself, so no server can conform: each amendment names the
 # contradiction, checks it is still there (remove the amendment once OpenAI fixes it) and fixes it.
 AMENDMENTS = {
     "openapi.json": [
         ("CreateFileRequest accepts purpose 'evals'; the file object's purpose enum omits it",
-         lambda s: "evals" in s["CreateFileRequest"]["properties"]["purpose"]["enum"]
-         and "evals" not in s["OpenAIFile"]["properties"]["purpose"]["enum"],
-         lambda s: s["OpenAIFile"]["properties"]["purpose"]["enum"].append("evals")),
-        ("an empty file list has no first or last id, yet ListFilesResponse requires both as strings",
-         lambda s: {"first_id", "last_id"} <= set(s["ListFilesResponse"]["required"])
-         and s["ListFilesResponse"]["properties"]["first_id"]["type"] == "string",
-         lambda s: [_nullable(s["ListFilesResponse"]["properties"][k]) for k in ("first_id", "last_id")]),
+         lambda s: "evals" in _schemas(s)["CreateFileRequest"]["properties"]["purpose"]["enum"]
+         and "evals" not in _schemas(s)["OpenAIFile"]["properties"]["purpose"]["enum"],
+         lambda s: _schemas(s)["OpenAIFile"]["properties"]["purpose"]["enum"].append("evals")),
+        ("an empty list has no first or last id, yet the file and eval lists require both as strings",
+         lambda s: all({"first_id", "last_id"} <= set(_schemas(s)[n]["required"])
+                       and _schemas(s)[n]["properties"]["first_id"]["type"] == "string" for n in LISTS),
+         lambda s: [_nullable(_schemas(s)[n]["properties"][k]) for n in LISTS for k in ("first_id", "last_id")]),
+        ("three Evals error answers are documented as a bare Error, every other error as the "
+         "{'error': ...} envelope (ErrorResponse) that the SDK reads and OpenAI sends",
+         lambda s: all(_error_schema(s, *where) == {"$ref": "#/components/schemas/Error"} for where in BARE_ERRORS),
+         lambda s: [_error_schema(s, *where).update({"$ref": "#/components/schemas/ErrorResponse"}) for where in BARE_ERRORS]),
+        ("EvalRun requires `error` as an EvalApiError object, yet the spec's own examples of runs that did not "
+         "fail show `\"error\": null`",
+         lambda s: "error" in _schemas(s)["EvalRun"]["required"]
+         and _schemas(s)["EvalRun"]["properties"]["error"] == {"$ref": "#/components/schemas/EvalApiError"},
+         lambda s: _schemas(s)["EvalRun"]["properties"].update(error={"anyOf": [{"$ref": "#/components/schemas/EvalApiError"}, {"type": "null"}]})),
     ],
     "openapi-2023-04-legacy-fine-tunes.yaml": [],
 }
@@ -232,10 +255,9 @@ def amended_spec(name: str, tmp: Path) -> Path:
     import yaml
 
     spec = yaml.safe_load((SPEC_DIR / name).read_text())  # JSON is YAML too
-    schemas = spec["components"]["schemas"]
     for reason, still_there, fix in AMENDMENTS[name]:
-        assert still_there(schemas), f"OpenAI's spec no longer has this contradiction: drop the amendment: {reason}"
-        fix(schemas)
+        assert still_there(spec), f"OpenAI's spec no longer has this contradiction: drop the amendment: {reason}"
+        fix(spec)
     out = tmp / f"amended-{Path(name).stem}.json"
     out.write_text(json.dumps(spec))
     return out

@@ -176,6 +176,8 @@ def normalize_data_source(store, project_id: str, data_source: Any, schema: dict
         raise EvalInputError(f"The data source has {len(rows)} rows; this server takes at most {MAX_ROWS} per run.", f"{param}.source")
     where = (lambda i: f"data_source.source.content[{i}]") if source["type"] == "file_content" else (lambda i: f"{source['id']} line {i + 1}")
     check_rows(rows, schema, f"{param}.source", where)
+    if source["type"] == "file_content":
+        source = {"type": "file_content", "content": rows}  # echoed as read: a `sample: null` row has no sample
     out: dict = {"type": kind, "source": source}
     if kind == "completions":
         model = data_source.get("model")
