@@ -196,6 +196,27 @@ def test_cli_bad_data_line(tiny, monkeypatch):
     assert out.exit_code == 2 and out.stderr == f"error: {bad}, line 2: 'messages' must be a non-empty list\n"
 
 
+def _peft_label_probabilities(adapter, prompts, labels):
+    """P(label + end of text | prompt) normalized over `labels`, one forward pass per pair, plain peft."""
+    import math
+
+    import torch
+    from peft_reference import peft_model
+
+    tok, model = peft_model(adapter)
+    out = []
+    for prompt in prompts:
+        logps = []
+        for label in labels:
+            start, ids = len(tok(prompt)["input_ids"]), tok(prompt + label)["input_ids"] + [tok.eos_token_id]
+            with torch.inference_mode():
+                logits = model(torch.tensor([ids])).logits.float().log_softmax(-1)[0]
+            logps.append(sum(logits[i - 1, ids[i]].item() for i in range(start, len(ids))))
+        total = sum(math.exp(lp) for lp in logps)
+        out.append([math.exp(lp) / total for lp in logps])
+    return out
+
+
 def test_legacy_classification_columns_binary_and_multiclass(tiny, registry):
     from tunery.eval.legacy import classification_columns, classification_columns_for_file
     from tunery.eval.metrics import auroc
@@ -209,10 +230,14 @@ def test_legacy_classification_columns_binary_and_multiclass(tiny, registry):
     cols = classification_columns(served, examples, n_classes=2, positive_class="1", betas=[0.5])
     assert set(cols) == {"classification/accuracy", "classification/precision", "classification/recall", "classification/auroc",
                          "classification/auprc", "classification/f1.0", "classification/f0.5"}
-    # The scores are the model's normalized probabilities of " 1" against " 0".
+    # The scores are the model's probabilities of " 1" against " 0", each as a whole completion (the
+    # label, then the end of text: " 1" is not also counted as the start of " 10"), normalized over
+    # the two; computed here independently, with peft on the adapter folder.
     probs = [label_probabilities(served, e, [" 0", " 1"]) for e in examples]
     assert all(sum(p) == pytest.approx(1.0) and 0 < p[1] < 1 for p in probs)
-    assert cols["classification/auroc"] == pytest.approx(auroc([c == " 1" for _, c in rows], [p[1] for p in probs]))
+    reference = _peft_label_probabilities(tiny["run"] / "adapter", [t + " ->" for t, _ in rows], [" 0", " 1"])
+    assert [p[1] for p in probs] == pytest.approx([p[1] for p in reference], abs=1e-5)
+    assert cols["classification/auroc"] == pytest.approx(auroc([c == " 1" for _, c in rows], [p[1] for p in reference]))
     # From the weights folder and the file, as the legacy jobs call it: the same numbers.
     assert classification_columns_for_file(tiny["run"], binary, 2, "1", [0.5]) == pytest.approx(cols)
     multi = classification_columns(served, load_examples(tiny["data"]))

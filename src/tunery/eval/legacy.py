@@ -3,7 +3,8 @@ fine-tune's result file, computed on its validation file with the fine-tuned wei
 
 Predictions are the model's greedy answers through the serving engine, read as labels; for a
 binary task (`classification_positive_class`) AUROC/AUPRC use the model's probability of the
-positive label (teacher-forced, normalized over the two labels), as OpenAI's used its log-probs.
+positive label as a whole completion (the label, then the end of text; teacher-forced, normalized
+over the two labels), as OpenAI's used its log-probs.
 """
 
 from __future__ import annotations
