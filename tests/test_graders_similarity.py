@@ -69,6 +69,11 @@ def test_rouge_uses_the_porter_stemmer():
     assert similarity("rouge_1", "cats running", "cat runs") == 1.0
 
 
+def test_rouge_tokenizer_drops_non_ascii_scripts_where_gleu_keeps_them():
+    assert similarity("rouge_1", "日本 語", "日本 語") == 0.0
+    assert similarity("gleu", "日本 語", "日本 語") == 1.0
+
+
 def test_bleu_hand_checked():
     # "the cat" vs "the cat sat": precisions 2/2 and 1/1 at effective order 2; brevity penalty exp(1 - 3/2).
     assert similarity("bleu", "the cat", "the cat sat") == pytest.approx(math.exp(-0.5))
