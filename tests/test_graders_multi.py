@@ -6,8 +6,9 @@ import pytest
 
 from tunery.graders import GradeResult, GraderError, grade_batch, make_sample, validate
 from tunery.graders import grade as dispatch
-from tunery.graders.formula import FormulaSyntaxError, FormulaValueError, MAX_DEPTH, MAX_LENGTH, compile_formula, evaluate
-from tunery.graders.multi import _merge, sub_graders
+from tunery.graders.formula import (FormulaSyntaxError, FormulaValueError, MAX_DEPTH, MAX_LENGTH, compile_formula,
+                                    evaluate)
+from tunery.graders.multi import merge_into, sub_graders
 
 NAME = {"type": "text_similarity", "name": "name", "input": "{{ sample.output_json.name }}",
         "reference": "{{ item.name }}", "evaluation_metric": "fuzzy_match", "pass_threshold": 0.8}
@@ -108,7 +109,7 @@ def test_merge_ors_flags_keeps_the_first_detail_and_sums_usage_per_model():
                                  "other": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
     b.errors["model_grader_server_error_details"] = "second"
     for part in (a, b):
-        _merge(into, part)
+        merge_into(into, part)
     assert into.errors["model_grader_server_error"] is True
     assert into.errors["model_grader_server_error_details"] == "first"
     assert into.errors["other_error"] is False

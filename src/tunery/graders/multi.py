@@ -101,7 +101,7 @@ def grade(grader: dict, pairs: list[tuple[dict, dict]], judge=None) -> list[Grad
             part = graded[key][row]
             result.sub_rewards[key] = (1.0 if dispatch.passed(sub, part) else 0.0) \
                 if sub["type"] == "label_model" else part.reward
-            _merge(result, part)
+            merge_into(result, part)
         try:
             result.reward = evaluate(tree, result.sub_rewards)
         except FormulaValueError:
@@ -112,7 +112,7 @@ def grade(grader: dict, pairs: list[tuple[dict, dict]], judge=None) -> list[Grad
     return out
 
 
-def _merge(result: GradeResult, part: GradeResult) -> None:
+def merge_into(result: GradeResult, part: GradeResult) -> None:
     """A sub-grader's error flags (OR-ed; the first detail string kept) and token usage (summed per model)."""
     for key, value in part.errors.items():
         if isinstance(value, bool):
