@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tunery.graders import string_check
+from tunery.graders import python_grader, string_check
 from tunery.graders.checks import require
 from tunery.graders.judge import Judge
 from tunery.graders.result import GradeResult, GraderError
 
-KINDS = {"string_check": string_check}
+KINDS = {"string_check": string_check, "python": python_grader}
 CONTEXTS = ("eval", "run", "rft")
 
 

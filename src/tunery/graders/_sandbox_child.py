@@ -1,0 +1,115 @@
+"""The child side of the python-grader sandbox: run as a script by `tunery.graders.sandbox`,
+never imported by the server. Stdlib only, because `-I` keeps the server's packages importable
+but this file must not depend on Tunery being importable in the child.
+
+Protocol: stdin is one JSON object `{"source", "limits", "pairs": [[sample, item], ...]}`; the
+results go, one JSON line each, to a private duplicate of fd 1. The grader's own stdout and
+stderr are pointed at /dev/null so a `print` cannot forge or corrupt a result line.
+"""
+
+import json
+import linecache
+import numbers
+import os
+import resource
+import sys
+import traceback
+
+FILENAME = "<grader>"
+MAX_DETAILS = 2000
+
+
+def _limit(name, value):
+    resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def _set_limits(limits):
+    # Set here rather than in a `preexec_fn`: the server has threads, and Python documents
+    # preexec_fn as unsafe (it can deadlock) in a threaded parent. This code runs before any
+    # grader code, and the hard limits are lowered too, so the grader cannot raise them.
+    _limit("RLIMIT_AS", limits["memory_bytes"])
+    _limit("RLIMIT_CPU", limits["cpu_seconds"])
+    _limit("RLIMIT_FSIZE", limits["file_bytes"])
+    _limit("RLIMIT_CORE", 0)
+    _limit("RLIMIT_NOFILE", limits["open_files"])
+    if limits.get("processes"):
+        # Only in a fresh user namespace, where the kernel counts the processes of that
+        # namespace; outside one, RLIMIT_NPROC counts every process and thread of the server's
+        # user, so a small number would refuse the sandbox's own threads at random.
+        _limit("RLIMIT_NPROC", limits["processes"])
+
+
+def _block_network():
+    """Best effort only, used where no network namespace could be made: grader code can still
+    reach the `_socket` C module, ctypes or a subprocess. This is not isolation."""
+    import socket
+
+    def refused(*args, **kwargs):
+        raise OSError("network access is disabled in the python grader")
+
+    for name in ("socket", "create_connection", "create_server", "getaddrinfo", "socketpair", "fromfd"):
+        setattr(socket, name, refused)
+
+
+def _details(exc):
+    """The traceback's last lines, with only the grader's own frames (no server paths)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == FILENAME]
+    lines = traceback.format_list(frames[-3:]) + traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines).rstrip()
+    return text[-MAX_DETAILS:]
+
+
+def _value(result):
+    """The JSON for a returned value; the server checks it again (this side is not trusted)."""
+    if isinstance(result, bool) or not isinstance(result, numbers.Real):
+        kind = type(result).__name__
+        return {"bad": f"grade must return a float, got {kind}: {repr(result)[:200]}"}
+    try:
+        return {"value": float(result)}
+    except (OverflowError, ValueError, TypeError) as exc:
+        return {"bad": f"grade returned a number that is not a float: {exc}"[:MAX_DETAILS]}
+
+
+def main():
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+    def emit(obj):
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    job = json.load(sys.stdin)
+    _set_limits(job["limits"])
+    if job["limits"].get("block_socket"):
+        _block_network()
+    source = job["source"]
+    linecache.cache[FILENAME] = (len(source), None, source.splitlines(True), FILENAME)
+    namespace = {"__name__": "grader", "__builtins__": __builtins__}
+    try:
+        exec(compile(source, FILENAME, "exec"), namespace)
+        grade = namespace["grade"]
+    except MemoryError:
+        emit({"load_server": "memory_limit"})
+        return
+    except BaseException as exc:  # the grader's module code may raise anything, SystemExit too
+        emit({"load_error": _details(exc)})
+        return
+    emit({"ready": True})
+    for i, (sample, item) in enumerate(job["pairs"]):
+        try:
+            out = _value(grade(sample, item))
+        except MemoryError:
+            # The interpreter may be in a bad state: report and stop; the server restarts a
+            # fresh child for the rows after this one.
+            emit({"i": i, "server": "memory_limit"})
+            os._exit(3)
+        except BaseException as exc:
+            out = {"runtime": _details(exc)}
+        out["i"] = i
+        emit(out)
+
+
+if __name__ == "__main__":
+    main()
