@@ -417,3 +417,49 @@ def test_where_unshare_works_the_child_has_its_own_network_namespace():
     assert clean(run(source, rows("a"))[0]) == 1.0
     fallback = run(source, rows("a"), sandbox.Limits(timeout=1.5, use_namespaces=False))
     assert clean(fallback[0]) == 0.0  # the socket patch keeps the server's namespace
+
+
+NOBODY_PROBE = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import sandbox
+source = """
+import threading, time
+def grade(sample, item):
+    started = 0
+    try:
+        for _ in range(100):
+            threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
+            started += 1
+    except RuntimeError:  # "can't start new thread": RLIMIT_NPROC counts threads
+        pass
+    return float(started)
+"""
+limits = sandbox.Limits(timeout=10, processes=int(sys.argv[2]))
+print(sandbox.network_isolation(limits), sandbox.run_batch(source, [({}, {})], limits)[0].value)
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root, setpriv and a system python to act as an unprivileged server")
+def test_an_unprivileged_server_gets_a_namespace_and_a_process_limit():
+    # RLIMIT_NPROC is never enforced for real root, so run the sandbox as `nobody`, the way a
+    # non-root server runs it (the sandbox modules are stdlib-only, so a system python will do).
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        for name in ("sandbox.py", "_sandbox_child.py"):
+            shutil.copy(os.path.join(os.path.dirname(sandbox.__file__), name), d)
+        probe = os.path.join(d, "probe.py")
+        with open(probe, "w") as f:
+            f.write(NOBODY_PROBE)
+        os.chmod(probe, 0o644)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", probe, d, "12"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=d, timeout=60)
+    if done.returncode != 0 and done.stderr.startswith("setpriv:"):
+        pytest.skip(f"cannot run as nobody here: {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    mode, started = done.stdout.split()
+    if mode != "namespace":
+        pytest.skip("no unprivileged user namespaces here: RLIMIT_NPROC is not applied")
+    assert float(started) == 11.0  # 12 tasks: the main thread and 11 more
