@@ -49,15 +49,22 @@ class Outcome:
     server_error: str | None = None  # timeout, memory_limit, cpu_limit, crashed, ...
 
 
+# Most isolation first. A user namespace (-r) works unprivileged where the kernel allows it and
+# strips real-root capabilities when the server runs as root; a PID namespace (-p -f, with its own
+# /proc) hides the server's processes, so the grader cannot signal them, and killing its pid 1
+# kills every process the grader started; -n gives it no network but a down loopback.
+_PID = ("--pid", "--fork", "--mount-proc", "--kill-child")
+_NAMESPACE_FLAGS = (("-r", "-n", *_PID), ("-r", "-n"), ("-n", *_PID), ("-n",))
+
+
 @functools.cache
 def _namespace_prefix() -> tuple[str, ...] | None:
-    """`unshare -rn` (user + network namespace: works unprivileged where user namespaces are
-    allowed, and drops real-root capabilities when the server runs as root), else `unshare -n`
-    (root only), else None. Probed once per process by actually starting the interpreter."""
+    """The first `unshare` command line in `_NAMESPACE_FLAGS` that starts the interpreter here, or
+    None. Probed once per process, by actually starting it."""
     unshare = shutil.which("unshare")
     if unshare is None:
         return None
-    for flags in (("-r", "-n"), ("-n",)):
+    for flags in _NAMESPACE_FLAGS:
         try:
             probe = subprocess.run([unshare, *flags, sys.executable, "-I", "-c", "pass"],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -69,9 +76,17 @@ def _namespace_prefix() -> tuple[str, ...] | None:
     return None
 
 
+def namespaces(limits: "Limits | None" = None) -> tuple[str, ...]:
+    """The `unshare` flags the child runs under (empty: none, the socket patch applies)."""
+    if limits is not None and not limits.use_namespaces:
+        return ()
+    prefix = _namespace_prefix()
+    return prefix[1:] if prefix else ()
+
+
 def network_isolation(limits: Limits = Limits()) -> str:
     """"namespace" (no network interface but a down loopback) or "socket_patch" (best effort)."""
-    return "namespace" if limits.use_namespaces and _namespace_prefix() else "socket_patch"
+    return "namespace" if namespaces(limits) else "socket_patch"
 
 
 def run_batch(source: str, pairs: list[tuple[Any, Any]], limits: Limits = Limits()) -> list[Outcome]:
