@@ -7,6 +7,7 @@ results go, one JSON line each, to a private duplicate of fd 1. The grader's own
 stderr are pointed at /dev/null so a `print` cannot forge or corrupt a result line.
 """
 
+import ctypes
 import json
 import linecache
 import numbers
@@ -37,6 +38,45 @@ def _set_limits(limits):
         # namespace; outside one, RLIMIT_NPROC counts every process and thread of the server's
         # user, so a small number would refuse the sandbox's own threads at random.
         _limit("RLIMIT_NPROC", limits["processes"])
+
+
+# <sys/mount.h> and <sched.h>
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+_KEPT = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
+         "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+
+
+def _unescape(path):
+    # mountinfo writes space, tab, newline and backslash in octal (\040 ...)
+    return path.encode().decode("unicode_escape").encode("latin-1")
+
+
+def _readonly_filesystem(work, disk_bytes):
+    """In the child's own mount namespace (user namespace root): every mount read-only, an empty
+    tmpfs of `disk_bytes` as the work directory, then a nested user + mount namespace, in which
+    the kernel locks those mounts, so the grader cannot remount them writable again."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def call(rc, what):
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    with open("/proc/self/mountinfo") as f:
+        mounts = [(line.split()[4], line.split()[5].split(",")) for line in f]
+    for point, options in mounts:
+        if point == "/proc" or point.startswith("/proc/"):
+            continue  # the namespace's own /proc, needed below for the id maps; sysctls stay root-only
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY | sum(_KEPT[o] for o in options if o in _KEPT)
+        call(libc.mount(None, _unescape(point), None, flags, None), f"read-only {point}")
+    size = f"size={disk_bytes},mode=0700".encode()
+    call(libc.mount(b"tmpfs", work.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size), "tmpfs work dir")
+    os.chdir(work)
+    call(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "nested namespace")
+    for name, text in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
 
 
 def _block_network():
@@ -81,6 +121,13 @@ def main():
         proto.flush()
 
     job = json.load(sys.stdin)
+    sys.dont_write_bytecode = True  # imports must not write __pycache__ into the server's tree
+    if job["limits"].get("readonly_fs"):
+        try:
+            _readonly_filesystem(os.getcwd(), job["limits"]["disk_bytes"])
+        except OSError as exc:  # loud, not a silently weaker sandbox
+            emit({"load_server": f"sandbox_setup_failed: {exc.strerror}"[:MAX_DETAILS]})
+            return
     _set_limits(job["limits"])
     if job["limits"].get("block_socket"):
         _block_network()

@@ -36,6 +36,7 @@ class Limits:
     timeout: float = 120.0  # wall-clock seconds per row, and for loading the source (OpenAI: 2 min)
     memory_bytes: int = 2 << 30  # RLIMIT_AS (OpenAI: 2 GB RAM)
     file_bytes: int = 100 << 20  # RLIMIT_FSIZE: the largest file the grader may write
+    disk_bytes: int = 1 << 30  # the tmpfs work directory, with a mount namespace (OpenAI: 1 GB disk)
     open_files: int = 256  # RLIMIT_NOFILE
     processes: int = 32  # RLIMIT_NPROC, threads included; only applied inside a user namespace
     max_line_bytes: int = 64 << 10  # one result line; a longer one is an output_limit error
@@ -89,6 +90,12 @@ def network_isolation(limits: Limits = Limits()) -> str:
     return "namespace" if namespaces(limits) else "socket_patch"
 
 
+def readonly_filesystem(limits: Limits = Limits()) -> bool:
+    """Whether the child sees every mount read-only, with a tmpfs work directory (see the child)."""
+    flags = namespaces(limits)
+    return "-r" in flags and "--mount-proc" in flags
+
+
 def run_batch(source: str, pairs: list[tuple[Any, Any]], limits: Limits = Limits()) -> list[Outcome]:
     outcomes: list[Outcome] = []
     while len(outcomes) < len(pairs):
@@ -111,6 +118,9 @@ def _run_child(source: str, pairs: list, limits: Limits) -> list[Outcome]:
     job = {"source": source, "pairs": [list(p) for p in pairs], "limits": {
         "memory_bytes": limits.memory_bytes, "cpu_seconds": cpu, "file_bytes": limits.file_bytes,
         "open_files": limits.open_files, "block_socket": prefix is None,
+        # Needs a mount namespace owned by a user namespace: with real root the grader could undo it.
+        "readonly_fs": readonly_filesystem(limits),
+        "disk_bytes": limits.disk_bytes,
         # RLIMIT_NPROC is only meaningful in a fresh user namespace (see the child).
         "processes": limits.processes if prefix and "-r" in prefix else None}}
     with tempfile.TemporaryDirectory(prefix="tunery-pygrader-", ignore_cleanup_errors=True) as work, \
