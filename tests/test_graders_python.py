@@ -399,6 +399,28 @@ def test_outside_its_work_dir_the_filesystem_is_read_only_and_cannot_be_remounte
     assert (tmp_path / "keep").read_text() == "data" and not (tmp_path / "x").exists()
 
 
+@pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no user-owned mount namespace here")
+def test_tunery_home_and_given_paths_are_hidden(tmp_path, monkeypatch):
+    home, other, seen = tmp_path / "home", tmp_path / "other", tmp_path / "seen"
+    for d in (home, other, seen):
+        d.mkdir()
+        (d / "secret.db").write_text("keys")
+    monkeypatch.setenv("TUNERY_HOME", str(home))
+    source = f"""
+    import os
+    def grade(sample, item):
+        path = [{str(home)!r}, {str(other)!r}, {str(seen)!r}][item["n"]]
+        try:
+            return float(open(os.path.join(path, "secret.db")).read() == "keys")
+        except OSError:
+            return 0.0
+    """
+    assert sandbox.default_hidden_paths()[0] == str(home)
+    results = run(source, rows("a", "b", "c"), sandbox.Limits(timeout=5, hidden_paths=(str(home), str(other))))
+    assert [clean(r) for r in results] == [0.0, 0.0, 1.0]  # the control: a path not hidden is readable
+    assert [clean(r) for r in run(source, rows("a", "b", "c"))] == [0.0, 1.0, 1.0]  # default: the home
+
+
 @pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no tmpfs work dir without a mount namespace")
 def test_the_work_dir_is_a_tmpfs_of_disk_bytes():
     source = """

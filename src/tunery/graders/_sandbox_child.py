@@ -52,10 +52,11 @@ def _unescape(path):
     return path.encode().decode("unicode_escape").encode("latin-1")
 
 
-def _readonly_filesystem(work, disk_bytes):
+def _readonly_filesystem(work, disk_bytes, hidden):
     """In the child's own mount namespace (user namespace root): every mount read-only, an empty
-    tmpfs of `disk_bytes` as the work directory, then a nested user + mount namespace, in which
-    the kernel locks those mounts, so the grader cannot remount them writable again."""
+    read-only tmpfs over each `hidden` directory, an empty tmpfs of `disk_bytes` as the work
+    directory, then a nested user + mount namespace, in which the kernel locks those mounts, so
+    the grader can neither remount them writable nor unmount what hides the server's data."""
     libc = ctypes.CDLL(None, use_errno=True)
 
     def call(rc, what):
@@ -70,6 +71,10 @@ def _readonly_filesystem(work, disk_bytes):
             continue  # the namespace's own /proc, needed below for the id maps; sysctls stay root-only
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY | sum(_KEPT[o] for o in options if o in _KEPT)
         call(libc.mount(None, _unescape(point), None, flags, None), f"read-only {point}")
+    for path in hidden:
+        if os.path.isdir(path):
+            call(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                            b"size=4096,mode=0555"), f"hide {path}")
     size = f"size={disk_bytes},mode=0700".encode()
     call(libc.mount(b"tmpfs", work.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size), "tmpfs work dir")
     os.chdir(work)
@@ -124,7 +129,8 @@ def main():
     sys.dont_write_bytecode = True  # imports must not write __pycache__ into the server's tree
     if job["limits"].get("readonly_fs"):
         try:
-            _readonly_filesystem(os.getcwd(), job["limits"]["disk_bytes"])
+            limits = job["limits"]
+            _readonly_filesystem(os.getcwd(), limits["disk_bytes"], limits["hidden_paths"])
         except OSError as exc:  # loud, not a silently weaker sandbox
             emit({"load_server": f"sandbox_setup_failed: {exc.strerror}"[:MAX_DETAILS]})
             return

@@ -41,6 +41,9 @@ class Limits:
     processes: int = 32  # RLIMIT_NPROC, threads included; only applied inside a user namespace
     max_line_bytes: int = 64 << 10  # one result line; a longer one is an output_limit error
     use_namespaces: bool = True  # False forces the socket-patch fallback (tests use it)
+    # Directories covered by an empty tmpfs in the child (with a mount namespace); None: Tunery's
+    # home and data dir from the environment. Callers that know their settings should pass them.
+    hidden_paths: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -90,6 +93,14 @@ def network_isolation(limits: Limits = Limits()) -> str:
     return "namespace" if namespaces(limits) else "socket_patch"
 
 
+def default_hidden_paths() -> tuple[str, ...]:
+    """TUNERY_HOME (or ~/.tunery) and TUNERY_DATA_DIR: the database, keys, files and models.
+    Read from the environment because graders may not import the settings module."""
+    home = os.environ.get("TUNERY_HOME") or os.path.join(os.path.expanduser("~"), ".tunery")
+    paths = [home, os.environ.get("TUNERY_DATA_DIR") or ""]
+    return tuple(os.path.realpath(p) for p in paths if p)
+
+
 def readonly_filesystem(limits: Limits = Limits()) -> bool:
     """Whether the child sees every mount read-only, with a tmpfs work directory (see the child)."""
     flags = namespaces(limits)
@@ -121,6 +132,8 @@ def _run_child(source: str, pairs: list, limits: Limits) -> list[Outcome]:
         # Needs a mount namespace owned by a user namespace: with real root the grader could undo it.
         "readonly_fs": readonly_filesystem(limits),
         "disk_bytes": limits.disk_bytes,
+        "hidden_paths": [os.path.realpath(p) for p in (
+            default_hidden_paths() if limits.hidden_paths is None else limits.hidden_paths)],
         # RLIMIT_NPROC is only meaningful in a fresh user namespace (see the child).
         "processes": limits.processes if prefix and "-r" in prefix else None}}
     with tempfile.TemporaryDirectory(prefix="tunery-pygrader-", ignore_cleanup_errors=True) as work, \
