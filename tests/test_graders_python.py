@@ -154,7 +154,7 @@ def test_validate_never_runs_the_source_but_grading_does(tmp_path):
     g = grader(f"open({str(marker)!r}, 'w').close()\n" + EXACT)
     validate(g)
     assert not marker.exists()
-    results = grade_batch(g, rows("yes"))
+    results = python_grader.grade(g, rows("yes"), limits=sandbox.Limits(timeout=5, hidden_paths=()))
     if sandbox.readonly_filesystem():
         assert "Read-only file system" in runtime(results[0]) and not marker.exists()
     else:
@@ -393,32 +393,65 @@ def test_outside_its_work_dir_the_filesystem_is_read_only_and_cannot_be_remounte
         return 0.0
     """
     (tmp_path / "keep").write_text("data")
-    results = run(source, rows("a", "b", "c"))
+    results = run(source, rows("a", "b", "c"), sandbox.Limits(timeout=5, hidden_paths=()))  # /tmp visible
     assert "Read-only file system" in runtime(results[0]) and "Read-only file system" in runtime(results[1])
     assert clean(results[2]) == 0.0
     assert (tmp_path / "keep").read_text() == "data" and not (tmp_path / "x").exists()
 
 
 @pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no user-owned mount namespace here")
-def test_tunery_home_and_given_paths_are_hidden(tmp_path, monkeypatch):
-    home, other, seen = tmp_path / "home", tmp_path / "other", tmp_path / "seen"
-    for d in (home, other, seen):
-        d.mkdir()
-        (d / "secret.db").write_text("keys")
-    monkeypatch.setenv("TUNERY_HOME", str(home))
+def test_tunery_home_and_given_paths_are_hidden(monkeypatch):
+    # Not under /tmp, which is hidden by default as a socket directory.
+    base = tempfile.mkdtemp(dir=os.path.expanduser("~/.cache") if os.path.isdir(os.path.expanduser("~/.cache"))
+                            else "/var/lib")
+    try:
+        home, other, seen = (os.path.join(base, name) for name in ("home", "other", "seen"))
+        for d in (home, other, seen):
+            os.mkdir(d)
+            with open(os.path.join(d, "secret.db"), "w") as f:
+                f.write("keys")
+        monkeypatch.setenv("TUNERY_HOME", home)
+        source = f"""
+        import os
+        def grade(sample, item):
+            path = [{home!r}, {other!r}, {seen!r}][item["n"]]
+            try:
+                return float(open(os.path.join(path, "secret.db")).read() == "keys")
+            except OSError:
+                return 0.0
+        """
+        assert sandbox.default_hidden_paths()[0] == home and "/run" in sandbox.default_hidden_paths()
+        results = run(source, rows("a", "b", "c"), sandbox.Limits(timeout=5, hidden_paths=(home, other)))
+        assert [clean(r) for r in results] == [0.0, 0.0, 1.0]  # the control: a path not hidden is readable
+        assert [clean(r) for r in run(source, rows("a", "b", "c"))] == [0.0, 1.0, 1.0]  # default: the home
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no user-owned mount namespace here")
+def test_unix_sockets_in_the_hidden_socket_directories_cannot_be_reached():
+    # A read-only mount does not stop connect() on a socket file (a database's peer-auth socket).
+    where = tempfile.mkdtemp(dir="/var/tmp")
+    path = os.path.join(where, "db.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
     source = f"""
-    import os
+    import socket
     def grade(sample, item):
-        path = [{str(home)!r}, {str(other)!r}, {str(seen)!r}][item["n"]]
         try:
-            return float(open(os.path.join(path, "secret.db")).read() == "keys")
+            socket.socket(socket.AF_UNIX).connect({path!r})
         except OSError:
             return 0.0
+        return 1.0
     """
-    assert sandbox.default_hidden_paths()[0] == str(home)
-    results = run(source, rows("a", "b", "c"), sandbox.Limits(timeout=5, hidden_paths=(str(home), str(other))))
-    assert [clean(r) for r in results] == [0.0, 0.0, 1.0]  # the control: a path not hidden is readable
-    assert [clean(r) for r in run(source, rows("a", "b", "c"))] == [0.0, 1.0, 1.0]  # default: the home
+    try:
+        results = run(source, rows("a"), sandbox.Limits(timeout=5, hidden_paths=()))
+        assert clean(results[0]) == 1.0  # the control: not hidden, a socket is reachable
+        assert clean(run(source, rows("a"))[0]) == 0.0
+    finally:
+        listener.close()
+        shutil.rmtree(where)
 
 
 @pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no tmpfs work dir without a mount namespace")

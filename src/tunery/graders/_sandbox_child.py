@@ -71,10 +71,14 @@ def _readonly_filesystem(work, disk_bytes, hidden):
             continue  # the namespace's own /proc, needed below for the id maps; sysctls stay root-only
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY | sum(_KEPT[o] for o in options if o in _KEPT)
         call(libc.mount(None, _unescape(point), None, flags, None), f"read-only {point}")
+    sealed = MS_NOSUID | MS_NODEV | MS_NOEXEC
     for path in hidden:
-        if os.path.isdir(path):
-            call(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                            b"size=4096,mode=0555"), f"hide {path}")
+        if not os.path.isdir(path):
+            continue
+        call(libc.mount(b"tmpfs", path.encode(), b"tmpfs", sealed, b"size=65536,mode=0755"), f"hide {path}")
+        if work.startswith(path.rstrip("/") + "/"):
+            os.makedirs(work, mode=0o700, exist_ok=True)  # the work dir's mount point, inside the cover
+        call(libc.mount(None, path.encode(), None, MS_REMOUNT | MS_RDONLY | sealed, None), f"seal {path}")
     size = f"size={disk_bytes},mode=0700".encode()
     call(libc.mount(b"tmpfs", work.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size), "tmpfs work dir")
     os.chdir(work)

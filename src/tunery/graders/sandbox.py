@@ -93,12 +93,20 @@ def network_isolation(limits: Limits = Limits()) -> str:
     return "namespace" if namespaces(limits) else "socket_patch"
 
 
+# Where unix sockets live (a socket can be connected through a read-only mount: a database's
+# peer-authenticated socket, a container daemon's), and well-known credential directories.
+_SOCKET_DIRS = ("/run", "/var/run", "/tmp", "/var/tmp")
+_CREDENTIAL_DIRS = ("~/.ssh", "~/.aws", "~/.config", "~/.docker", "~/.cache/huggingface")
+
+
 def default_hidden_paths() -> tuple[str, ...]:
-    """TUNERY_HOME (or ~/.tunery) and TUNERY_DATA_DIR: the database, keys, files and models.
-    Read from the environment because graders may not import the settings module."""
-    home = os.environ.get("TUNERY_HOME") or os.path.join(os.path.expanduser("~"), ".tunery")
-    paths = [home, os.environ.get("TUNERY_DATA_DIR") or ""]
-    return tuple(os.path.realpath(p) for p in paths if p)
+    """TUNERY_HOME (or ~/.tunery) and TUNERY_DATA_DIR (the database, keys, files, models), the
+    socket and credential directories above. A denylist, not exhaustive. Tunery's paths are read
+    from the environment because graders may not import the settings module."""
+    home = os.environ.get("TUNERY_HOME") or "~/.tunery"
+    paths = [home, os.environ.get("TUNERY_DATA_DIR") or "", *_SOCKET_DIRS, *_CREDENTIAL_DIRS]
+    unique = dict.fromkeys(os.path.realpath(os.path.expanduser(p)) for p in paths if p)
+    return tuple(unique)
 
 
 def readonly_filesystem(limits: Limits = Limits()) -> bool:
