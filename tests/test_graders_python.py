@@ -277,17 +277,56 @@ def test_a_memory_hog_is_a_memory_limit_server_error_and_the_rows_after_it_still
     assert clean(results[0]) == 1.0 and clean(results[2]) == 1.0
 
 
+def test_an_error_while_loading_can_be_a_memory_limit_for_every_row():
+    results = run("hog = bytearray(3 << 30)\n" + EXACT, rows("yes", "yes"))
+    assert [server(r) for r in results] == ["memory_limit", "memory_limit"]
+
+
+@pytest.mark.parametrize("limits", [SHORT, sandbox.Limits(timeout=1.5, use_namespaces=False)],
+                         ids=["default", "socket_patch"])
+def test_the_cpu_limit_is_a_cpu_limit_server_error(limits):
+    source = """
+    import resource
+    def grade(sample, item):
+        if sample["output_text"] == "burn":
+            soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            resource.setrlimit(resource.RLIMIT_CPU, (int(used.ru_utime + used.ru_stime) + 1, hard))
+            while True:
+                pass
+        return 1.0
+    """
+    limits = sandbox.Limits(timeout=5, use_namespaces=limits.use_namespaces)
+    results = run(source, rows("a", "burn", "b"), limits)
+    assert server(results[1]) == "cpu_limit"
+    assert clean(results[0]) == 1.0 and clean(results[2]) == 1.0
+
+
+@pytest.mark.parametrize("line", [b"not json\n", b'{"i": 7, "value": 1.0}\n', b'[1]\n'])
+def test_a_line_that_is_not_the_next_result_is_a_protocol_error(line):
+    source = f"""
+    import os
+    def grade(sample, item):
+        if sample["output_text"] == "forge":
+            os.write(3, {line!r})
+        return 0.5
+    """
+    results = run(source, rows("a", "forge", "b"))
+    assert server(results[1]) == "protocol_error"
+    assert clean(results[0]) == 0.5 and clean(results[2]) == 0.5
+
+
 def test_the_limits_are_set_in_the_child():
     source = """
     import resource
     def grade(sample, item):
-        name = ["RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NOFILE"][item["n"]]
+        name = ["RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_CPU"][item["n"]]
         soft, hard = resource.getrlimit(getattr(resource, name))
-        return float(hard) if soft == hard else -1.0
+        return float(hard) if soft == hard else soft + hard / 1000
     """
     limits = sandbox.Limits(timeout=5, memory_bytes=1536 << 20, file_bytes=1 << 20, open_files=100)
-    results = run(source, rows("a", "b", "c", "d"), limits)
-    assert [clean(r) for r in results] == [1536 << 20, 1 << 20, 0, 100]
+    results = run(source, rows("a", "b", "c", "d", "e"), limits)
+    assert [clean(r) for r in results] == [1536 << 20, 1 << 20, 0, 100, 31 + 32 / 1000]  # soft 5 * (5 + 1) + 1, hard + 1
 
 
 @pytest.mark.skipif(sandbox.network_isolation() != "namespace", reason="needs a user namespace")

@@ -13,11 +13,18 @@ import linecache
 import numbers
 import os
 import resource
+import signal
 import sys
 import traceback
 
 FILENAME = "<grader>"
 MAX_DETAILS = 2000
+CPU_EXIT = 152  # the exit status that says "CPU limit"; sandbox.py maps it back
+
+
+def _cpu_exceeded(signum, frame):
+    # A handler, because as pid 1 of a PID namespace the child ignores a default-action SIGXCPU.
+    os._exit(CPU_EXIT)
 
 
 def _limit(name, value):
@@ -29,7 +36,9 @@ def _set_limits(limits):
     # preexec_fn as unsafe (it can deadlock) in a threaded parent. This code runs before any
     # grader code, and the hard limits are lowered too, so the grader cannot raise them.
     _limit("RLIMIT_AS", limits["memory_bytes"])
-    _limit("RLIMIT_CPU", limits["cpu_seconds"])
+    # SIGXCPU at the soft limit, SIGKILL one second later at the hard one (if the grader ignores it).
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 1))
+    signal.signal(signal.SIGXCPU, _cpu_exceeded)
     _limit("RLIMIT_FSIZE", limits["file_bytes"])
     _limit("RLIMIT_CORE", 0)
     _limit("RLIMIT_NOFILE", limits["open_files"])

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 CHILD = str(Path(__file__).with_name("_sandbox_child.py"))
+CPU_EXIT = 152  # _sandbox_child.CPU_EXIT (the child is run as a script, not imported)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ def _parse(line: bytes) -> dict | None:
 def _exit_kind(proc: subprocess.Popen) -> str:
     """Why the child closed its output early, from how it ended."""
     rc = _stop(proc, grace=2.0)
+    if rc == CPU_EXIT:
+        return "cpu_limit"
     if rc is None or rc >= 0:
         return "crashed"
     return {signal.SIGXCPU: "cpu_limit", signal.SIGXFSZ: "file_size_limit",
