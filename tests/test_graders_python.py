@@ -632,3 +632,22 @@ def test_the_grader_cannot_see_or_signal_the_server_and_its_processes_die_with_i
     assert [clean(r) for r in run(source, pairs)] == [0.0, 0.0, 0.0]
     time.sleep(2)
     assert not marker.exists()  # the detached grandchild died with the namespace's pid 1
+
+
+def test_a_missing_interpreter_is_spawn_failed_for_every_row(monkeypatch):
+    monkeypatch.setattr(sandbox.sys, "executable", "/nonexistent/python3")
+    results = run(EXACT, rows("yes", "yes"), sandbox.Limits(timeout=1.5, use_namespaces=False))
+    assert [server(r).startswith("spawn_failed: ") for r in results] == [True, True]
+
+
+def test_a_module_that_writes_a_non_ready_line_is_a_protocol_error_for_every_row():
+    results = run("import os\nos.write(3, b'{\"ready\": 1}\\n')\n" + EXACT, rows("yes", "yes"))
+    assert [server(r) for r in results] == ["protocol_error", "protocol_error"]
+
+
+@pytest.mark.skipif(not sandbox.readonly_filesystem() or "--pid" not in sandbox.namespaces(),
+                    reason="needs the mount and PID namespaces")
+def test_a_filesystem_setup_failure_is_loud_for_every_row():
+    # Covering the child's own /proc/1 (it is pid 1) breaks the id-map writes of the nested namespace.
+    results = run(EXACT, rows("yes", "yes"), sandbox.Limits(timeout=5, hidden_paths=("/proc/1",)))
+    assert all(server(r).startswith("sandbox_setup_failed: ") for r in results)
