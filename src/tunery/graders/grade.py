@@ -9,15 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tunery.graders import string_check
-from tunery.graders import multi, text_similarity
+from tunery.graders import multi, python_grader, string_check, text_similarity
 from tunery.graders.checks import require
 from tunery.graders.judge import Judge
 from tunery.graders.result import GradeResult, GraderError
 
-KINDS = {"string_check": string_check}
-KINDS["text_similarity"] = text_similarity
-KINDS["multi"] = multi
+KINDS = {"string_check": string_check, "text_similarity": text_similarity, "python": python_grader, "multi": multi}
 CONTEXTS = ("eval", "run", "rft")
 
 
