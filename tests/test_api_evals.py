@@ -190,3 +190,22 @@ def test_unknown_ids_are_404(openai_client):
     assert openai_client.evals.delete(ev.id).deleted
     with pytest.raises(openai.NotFoundError):
         openai_client.evals.retrieve(ev.id)
+
+
+def test_a_python_criterion_runs_in_the_sandbox_and_its_source_is_kept_as_sent(openai_client, spec):
+    """A python grader's source is code, not a template: `{{` in an f-string is kept, never checked
+    as a variable; the run grades each row in the sandbox."""
+    source = ('def grade(sample, item):\n'
+              '    braces = f"{{ sample.x }}"  # a literal "{ sample.x }", not a template\n'
+              '    return 1.0 if sample["output_text"].strip() == item["answer"] and braces == "{ sample.x }" else 0.0\n')
+    python = {"type": "python", "name": "exact", "source": source, "pass_threshold": 1}
+    ev = _eval(openai_client, (python,))
+    assert ev.to_dict()["testing_criteria"][0]["source"] == source
+    content = [{"item": {"question": "q1", "answer": "Paris"}, "sample": {"output_text": "Paris "}},
+               {"item": {"question": "q2", "answer": "Rome"}, "sample": {"output_text": "Oslo"}}]
+    run = openai_client.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}})
+    run = _wait(openai_client, ev.id, run.id)
+    spec.validate("EvalRun", _spec_view(run.to_dict()))
+    assert run.result_counts.to_dict() == {"total": 2, "errored": 0, "failed": 1, "passed": 1}
+    items = openai_client.evals.runs.output_items.list(run.id, eval_id=ev.id, order="asc")
+    assert [(i.datasource_item_id, i.results[0].score) for i in items.data] == [(0, 1.0), (1, 0.0)]

@@ -169,26 +169,27 @@ def check_variables(value: Any, param: str, schema: dict, with_sample: bool | No
                 raise EvalInputError(f"{where}: unknown template namespace in {{{{{var}}}}}; only 'item' and 'sample' are supported.", where, "invalid_variable")
 
 
+TEMPLATED = ("input", "reference")  # the grader fields rendered with {{item.…}} / {{sample.…}}
+
+
 def stored_criteria(criteria: Any, stored: dict) -> list[dict]:
     if not isinstance(criteria, list) or not criteria:
         raise EvalInputError("testing_criteria must be a non-empty array of graders.", "testing_criteria")
     out = []
     for i, grader in enumerate(criteria):
         param = f"testing_criteria[{i}]"
-        if isinstance(grader, dict) and grader.get("type") == "multi":
-            raise EvalInputError(f"{param}.type: 'multi' graders are for reinforcement fine-tuning only, not testing criteria.", f"{param}.type")
         try:
-            validate(grader, context="eval", param=param)
+            validate(grader, context="eval", param=param)  # also refuses `multi`, which is not a testing criterion
         except GraderError as exc:
             raise EvalInputError(exc.message, exc.param) from None
-        if grader.get("type") == "text_similarity" and "pass_threshold" not in grader:
-            raise EvalInputError(f"Missing required parameter: '{param}.pass_threshold'.", f"{param}.pass_threshold")
         threshold = grader.get("pass_threshold")
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise EvalInputError(f"Invalid type for '{param}.pass_threshold': expected a number.", f"{param}.pass_threshold")
+        # Only these fields are templates: a python grader's source is code, and `{{` in it is Python's.
+        templated = {k: grader[k] for k in TEMPLATED if k in grader}
         # The sample namespace is checked per run (a jsonl run may bring its own samples).
-        check_variables({k: v for k, v in grader.items() if k not in ("name", "type", "id")}, param, item_schema(stored), None)
-        norm = _normalize_strings(grader)
+        check_variables(templated, param, item_schema(stored), None)
+        norm = {**grader, **_normalize_strings(templated)}
         if norm.get("type") == "label_model":
             norm.setdefault("sampling_params", None)
         norm["id"] = f"{grader['name']}-{uuid.uuid4()}"
