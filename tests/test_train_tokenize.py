@@ -2,6 +2,7 @@
 special tokens 0-2, so positions can be computed from the rendered text)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,24 @@ def test_read_records_names_the_file_by_its_role_and_the_line(tmp_path):
     with pytest.raises(TrainError, match="^Validation file not found$") as err:
         read_records(tmp_path / "missing.jsonl", "validation_file")
     assert err.value.code == "invalid_validation_file"
+
+
+def test_the_token_store_reads_back_exactly_what_the_tokenizer_made_from_a_file_on_disk(tok, tmp_path):
+    """Examples live in a temporary file in `folder`, not in memory; reading one back (alone, in a
+    slice, after later appends) gives the tokenizer's own ids and weights, bit for bit."""
+    import os
+
+    records = [Record(i, "completion", {"prompt": f"review {i}: " + "good " * i, "completion": f" {i % 5}"}) for i in range(1, 40)]
+    made = [Tokenizer(tok, 64, 0.1).encode(r) for r in records]
+    data = Tokenizer(tok, 64, 0.1).encode_all(records, folder=tmp_path)
+    data.examples._file.flush()  # its buffered tail
+    fd = data.examples._file.fileno()
+    assert Path(os.readlink(f"/proc/self/fd/{fd}")).parent == tmp_path  # the store's file is in the job's folder
+    assert os.fstat(fd).st_size == sum(12 * len(e.input_ids) for e in made)  # int32 ids + float64 weights, nothing more
+    assert len(data.examples) == len(made) and data.tokens == sum(len(e.input_ids) for e in made)
+    for i in (0, 17, len(made) - 1):
+        got = data.examples[i]
+        assert (got.input_ids, got.weights, got.line, got.truncated) == (made[i].input_ids, made[i].weights, made[i].line, made[i].truncated)
+    assert [e.input_ids for e in data.examples[3:6]] == [e.input_ids for e in made[3:6]]
+    assert data.truncated == sum(e.truncated for e in made) > 0  # the longest reviews are cut to 64 tokens
+    data.examples.close()
