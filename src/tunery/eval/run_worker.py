@@ -58,8 +58,11 @@ def _render(template: dict, item: dict) -> list[dict]:
 
 
 class RunWorker:
-    def __init__(self, store, registry, judge=None, batch_size: int = BATCH):
-        self.store, self.registry, self.judge, self.batch_size = store, registry, judge, batch_size
+    """`judges(project_id) -> Judge` grades a run's model criteria (`tunery.serve.judge.judges`:
+    the project's own model names); None leaves them unanswered (model_grader_server_error)."""
+
+    def __init__(self, store, registry, judges=None, batch_size: int = BATCH):
+        self.store, self.registry, self.judges, self.batch_size = store, registry, judges, batch_size
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tunery-eval-runs", daemon=True)
         self._thread.start()
@@ -121,7 +124,7 @@ class RunWorker:
                 samples = self._generate(run_id, served, ds, [rows[i] for i in batch]) if served else [self._given(rows[i]) for i in batch]
             except RunCanceled:
                 return
-            self._write(run_id, eval_id, criteria, batch, rows, samples)
+            self._write(run_id, eval_id, project_id, criteria, batch, rows, samples)
         self._finish(run_id, repo.COMPLETED)
 
     def _given(self, row: dict) -> dict:
@@ -187,9 +190,10 @@ class RunWorker:
             entry["graded"] = {**make_sample(text), "model": ds["model"]}
         return out
 
-    def _write(self, run_id, eval_id, criteria, batch, rows, samples) -> None:
+    def _write(self, run_id, eval_id, project_id, criteria, batch, rows, samples) -> None:
         pairs = [(s["graded"], rows[i]["item"]) for i, s in zip(batch, samples)]
-        per = [grade_batch(c, pairs, judge=self.judge) for c in criteria]
+        judge = self.judges(project_id) if self.judges else None
+        per = [grade_batch(c, pairs, judge=judge) for c in criteria]
         with self.store.db.session_scope() as s:
             run = s.get(repo.EvalRunRecord, _seq(s, run_id) or -1)
             if run is None or run.status != repo.IN_PROGRESS:
@@ -226,5 +230,5 @@ def _tally(session, run, criteria) -> None:
     run.updated_at = now()
 
 
-def start(store, registry, judge=None) -> RunWorker:
-    return RunWorker(store, registry, judge)
+def start(store, registry, judges=None) -> RunWorker:
+    return RunWorker(store, registry, judges)

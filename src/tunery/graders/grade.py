@@ -9,12 +9,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tunery.graders import string_check
+from tunery.graders import label_model, score_model, string_check
 from tunery.graders.checks import require
 from tunery.graders.judge import Judge
 from tunery.graders.result import GradeResult, GraderError
 
-KINDS = {"string_check": string_check}
+KINDS = {
+    "string_check": string_check,
+    "score_model": score_model,
+    "label_model": label_model,
+}
 CONTEXTS = ("eval", "run", "rft")
 
 
