@@ -55,7 +55,7 @@ def parse_score(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _instruction(low: float, high: float) -> str:
+def instruction(low: float, high: float) -> str:
     return ("Grade as asked above. Answer with only a JSON object, no other text: "
             f'{{"result": <a number from {low:g} to {high:g}>, "steps": [{{"description": "<what you checked>", '
             '"conclusion": "<what you found>"}]}')
@@ -80,4 +80,4 @@ def grade(grader: dict, pairs: list[tuple[dict, dict]], judge=None) -> list[Grad
         else:
             result.reward = min(max(value, low), high)
 
-    return ask(grader, pairs, judge, _instruction(low, high), _format(low, high), read)
+    return ask(grader, pairs, judge, instruction(low, high), _format(low, high), read)
