@@ -141,3 +141,8 @@ def test_eval_run_with_a_score_model_criterion_is_judged(openai_client, spec):
         assert result.get("errors", {}).get("model_grader_parse_error", False) == (value is None)
         passed += result["passed"]
     assert run.per_testing_criteria_results[0].passed == passed
+    # The judge's usage is the run's usage of its model (a jsonl run generates nothing itself).
+    usages = [it.results[0].to_dict()["sample"]["usage"] for it in items]
+    assert [u.to_dict() for u in run.per_model_usage] == [{
+        "model_name": "gpt-4o-mini", "invocation_count": 2, "cached_tokens": 0,
+        **{k: sum(u[k] for u in usages) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}]

@@ -223,10 +223,20 @@ def _tally(session, run, criteria) -> None:
     run.per_testing_criteria_results = [
         {"testing_criteria": c["id"], "passed": sum(1 for it in items if it.results[j]["passed"]),
          "failed": sum(1 for it in items if not it.results[j]["passed"])} for j, c in enumerate(criteria)]
-    if run.model:
-        used = [it.sample["usage"] for it in items if it.sample and it.sample.get("error") is None]
+    # Per model: the run's own generations, then what model graders' judges answered (a judge
+    # that is the run's model adds to its entry).
+    used: dict[str, list[dict]] = {run.model: []} if run.model else {}
+    for it in items:
+        if run.model and it.sample and it.sample.get("error") is None:
+            used[run.model].append(it.sample["usage"])
+        for r in it.results:
+            judged = r.get("sample")
+            if isinstance(judged, dict) and judged.get("model") and judged.get("error") is None:
+                used.setdefault(judged["model"], []).append(judged["usage"])
+    if used:
         keys = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
-        run.per_model_usage = [{"model_name": run.model, "invocation_count": len(used), **{k: sum(u[k] for u in used) for k in keys}}]
+        run.per_model_usage = [{"model_name": m, "invocation_count": len(u), **{k: sum(x.get(k, 0) for x in u) for k in keys}}
+                               for m, u in used.items()]
     run.updated_at = now()
 
 
