@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from tunery.graders.label_model import parse_label
 from tunery.graders.model_grader import conversation
 from tunery.graders.result import ERROR_KEYS
 from tunery.graders.score_model import instruction, parse_score
@@ -117,7 +118,10 @@ def test_openapi_documents_both_operations(api_server):
 def test_eval_run_with_a_score_model_criterion_is_judged(openai_client, spec):
     schema = {"type": "object", "properties": {"country": {"type": "string"}}, "required": ["country"]}
     ev = openai_client.evals.create(name="judged", data_source_config={"type": "custom", "item_schema": schema, "include_sample_schema": True},
-                                    testing_criteria=[{**SCORE, "pass_threshold": 0.5}])
+                                    testing_criteria=[{**SCORE, "pass_threshold": 0.5}, {
+                                        **LABEL, "name": "verdict", "labels": ["yes", "no"], "passing_labels": ["yes"],
+                                        "sampling_params": {"max_completions_tokens": 6}, "input": JUDGE_INPUT[:1] + [
+                                            {"role": "user", "content": "Is {{sample.output_text}} the capital of {{item.country}}? yes or no?"}]}])
     content = [{"item": {"country": "France"}, "sample": {"output_text": "Paris"}},
                {"item": {"country": "Italy"}, "sample": {"output_text": "Oslo"}}]
     run = openai_client.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}})
@@ -140,9 +144,14 @@ def test_eval_run_with_a_score_model_criterion_is_judged(openai_client, spec):
         assert result["score"] == expected and result["passed"] == (expected >= 0.5)
         assert result.get("errors", {}).get("model_grader_parse_error", False) == (value is None)
         passed += result["passed"]
+        verdict = it.results[1].to_dict()
+        label = parse_label(verdict["sample"]["output"][0]["content"], ["yes", "no"])
+        assert verdict["score"] == (1.0 if label == "yes" else 0.0) and verdict["passed"] == (label == "yes")
+        assert verdict.get("errors", {}).get("model_grader_parse_error", False) == (label is None)
+        assert it.status == ("pass" if result["passed"] and verdict["passed"] else "fail")
     assert run.per_testing_criteria_results[0].passed == passed
     # The judge's usage is the run's usage of its model (a jsonl run generates nothing itself).
-    usages = [it.results[0].to_dict()["sample"]["usage"] for it in items]
+    usages = [r.to_dict()["sample"]["usage"] for it in items for r in it.results]
     assert [u.to_dict() for u in run.per_model_usage] == [{
-        "model_name": "gpt-4o-mini", "invocation_count": 2, "cached_tokens": 0,
+        "model_name": "gpt-4o-mini", "invocation_count": 4, "cached_tokens": 0,
         **{k: sum(u[k] for u in usages) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}}]
