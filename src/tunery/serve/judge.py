@@ -18,6 +18,7 @@ context gets its own `error`, an engine failure its own.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -26,6 +27,8 @@ from tunery.serve.chat import ChatError, render_chat
 from tunery.serve.registry import ModelRegistry, ModelSource
 from tunery.serve.sampling import SamplingParams
 from tunery.store import catalog
+
+log = logging.getLogger("tunery.serve")
 
 DEFAULT_MAX_TOKENS = 256  # enough for {"result", "steps"} of a few steps; the grader may ask for more
 
@@ -51,6 +54,7 @@ class ServeJudge:
         except catalog.ModelUnusable as exc:
             return [JudgeReply("", error=f"model_unavailable: {exc}") for _ in conversations]
         except Exception as exc:  # weights that fail to load: the grading goes on without them
+            log.warning("judge model %r could not be loaded: %s: %s", model, type(exc).__name__, exc)
             return [JudgeReply("", error=f"model_unavailable: the model {model!r} could not be loaded ({type(exc).__name__})")
                     for _ in conversations]
         return self._generate(served, conversations, sampling)
