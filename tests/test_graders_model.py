@@ -282,3 +282,43 @@ def test_the_serve_judge_never_raises(serve_judge):
     assert bad[0].error.startswith("invalid_prompt")
     (r,) = grade_batch(score(model="no-such-model"), rows("a"), serve_judge)
     assert r.errors["model_grader_server_error"] and r.errors["model_grader_server_error_details"].startswith("model_not_found")
+
+
+def test_a_judge_model_whose_weights_do_not_load_is_each_replys_error(serve_judge):
+    import json
+
+    home = serve_judge.store.settings.home
+    bad = home / "broken-weights"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "llama"}')
+    (bad / "model.safetensors").write_bytes(b"not safetensors")
+    (home / "models.json").write_text(json.dumps({"broken": str(bad), "gone": str(home / "no-such-folder")}))
+    try:
+        broken = serve_judge("broken", [[{"role": "user", "content": "hi"}]] * 2, {})
+        assert [r.error for r in broken] == ["model_unavailable: the model 'broken' could not be loaded (SafetensorError)"] * 2
+        gone = serve_judge("gone", [[{"role": "user", "content": "hi"}]], {})
+        assert gone[0].error.startswith("model_not_found") and str(home) not in gone[0].error  # no server path
+    finally:
+        (home / "models.json").unlink()
+
+
+def test_a_judge_model_unloaded_mid_generation_fails_its_replies(serve_judge):
+    import threading
+    import time
+
+    from tunery.serve.judge import ServeJudge, model_source
+    from tunery.serve.registry import ModelRegistry
+
+    registry = ModelRegistry()  # its own engine, closed under the running generations
+    judge = ServeJudge(serve_judge.store, registry, serve_judge.project_id)
+    out = []
+    worker = threading.Thread(target=lambda: out.extend(judge("gpt-4o-mini", [[{"role": "user", "content": "Count to 500."}]] * 2,
+                                                              {"max_completion_tokens": 400})))
+    worker.start()
+    served = registry.get(model_source(serve_judge.store, serve_judge.project_id, "gpt-4o-mini"))  # waits for the judge's load
+    deadline = time.monotonic() + 120
+    while not served.engine.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    registry.close()
+    worker.join(60)
+    assert [r.error for r in out] == ["generation_failed: the model was unloaded"] * 2
