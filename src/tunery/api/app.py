@@ -30,6 +30,7 @@ from tunery.api.routes import ROUTERS
 from tunery.api import inference
 from tunery.eval import run_worker
 from tunery.jobs import worker as jobs_worker
+from tunery.serve.judge import judges
 from tunery.store import files as files_repo
 from tunery.store import uploads, validation
 from tunery.store.context import open_store
@@ -61,9 +62,10 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
         validation.resume_pending(store, app.state.file_checks)
         _sweep(store)
         handle = jobs_worker.start(store) if worker else None
-        # Eval runs generate in this process, through the registry chat completions use
-        # (graders' model judge: None until tunery.serve.judge lands).
-        app.state.eval_runs = run_worker.start(store, inference.registry(app), judge=None)
+        # Eval runs generate in this process, through the registry chat completions use; their
+        # model graders' judges too (a project's judge resolves names as chat completions do).
+        registry = inference.registry(app)
+        app.state.eval_runs = run_worker.start(store, registry, judges=judges(store, registry))
         try:
             yield
         finally:

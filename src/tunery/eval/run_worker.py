@@ -58,8 +58,11 @@ def _render(template: dict, item: dict) -> list[dict]:
 
 
 class RunWorker:
-    def __init__(self, store, registry, judge=None, batch_size: int = BATCH):
-        self.store, self.registry, self.judge, self.batch_size = store, registry, judge, batch_size
+    """`judges(project_id) -> Judge` grades a run's model criteria (`tunery.serve.judge.judges`:
+    the project's own model names); None leaves them unanswered (model_grader_server_error)."""
+
+    def __init__(self, store, registry, judges=None, batch_size: int = BATCH):
+        self.store, self.registry, self.judges, self.batch_size = store, registry, judges, batch_size
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tunery-eval-runs", daemon=True)
         self._thread.start()
@@ -121,7 +124,7 @@ class RunWorker:
                 samples = self._generate(run_id, served, ds, [rows[i] for i in batch]) if served else [self._given(rows[i]) for i in batch]
             except RunCanceled:
                 return
-            self._write(run_id, eval_id, criteria, batch, rows, samples)
+            self._write(run_id, eval_id, project_id, criteria, batch, rows, samples)
         self._finish(run_id, repo.COMPLETED)
 
     def _given(self, row: dict) -> dict:
@@ -187,9 +190,10 @@ class RunWorker:
             entry["graded"] = {**make_sample(text), "model": ds["model"]}
         return out
 
-    def _write(self, run_id, eval_id, criteria, batch, rows, samples) -> None:
+    def _write(self, run_id, eval_id, project_id, criteria, batch, rows, samples) -> None:
         pairs = [(s["graded"], rows[i]["item"]) for i, s in zip(batch, samples)]
-        per = [grade_batch(c, pairs, judge=self.judge) for c in criteria]
+        judge = self.judges(project_id) if self.judges else None
+        per = [grade_batch(c, pairs, judge=judge) for c in criteria]
         with self.store.db.session_scope() as s:
             run = s.get(repo.EvalRunRecord, _seq(s, run_id) or -1)
             if run is None or run.status != repo.IN_PROGRESS:
@@ -219,12 +223,22 @@ def _tally(session, run, criteria) -> None:
     run.per_testing_criteria_results = [
         {"testing_criteria": c["id"], "passed": sum(1 for it in items if it.results[j]["passed"]),
          "failed": sum(1 for it in items if not it.results[j]["passed"])} for j, c in enumerate(criteria)]
-    if run.model:
-        used = [it.sample["usage"] for it in items if it.sample and it.sample.get("error") is None]
+    # Per model: the run's own generations, then what model graders' judges answered (a judge
+    # that is the run's model adds to its entry).
+    used: dict[str, list[dict]] = {run.model: []} if run.model else {}
+    for it in items:
+        if run.model and it.sample and it.sample.get("error") is None:
+            used[run.model].append(it.sample["usage"])
+        for r in it.results:
+            judged = r.get("sample")
+            if isinstance(judged, dict) and judged.get("model") and judged.get("error") is None:
+                used.setdefault(judged["model"], []).append(judged["usage"])
+    if used:
         keys = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
-        run.per_model_usage = [{"model_name": run.model, "invocation_count": len(used), **{k: sum(u[k] for u in used) for k in keys}}]
+        run.per_model_usage = [{"model_name": m, "invocation_count": len(u), **{k: sum(x.get(k, 0) for x in u) for k in keys}}
+                               for m, u in used.items()]
     run.updated_at = now()
 
 
-def start(store, registry, judge=None) -> RunWorker:
-    return RunWorker(store, registry, judge)
+def start(store, registry, judges=None) -> RunWorker:
+    return RunWorker(store, registry, judges)

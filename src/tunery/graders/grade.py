@@ -9,16 +9,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tunery.graders import multi, python_grader, string_check, text_similarity
+from tunery.graders import label_model, multi, python_grader, score_model, string_check, text_similarity
 from tunery.graders.checks import require
 from tunery.graders.judge import Judge
 from tunery.graders.result import GradeResult, GraderError
 
-KINDS = {"string_check": string_check, "text_similarity": text_similarity, "python": python_grader, "multi": multi}
+KINDS = {
+    "string_check": string_check,
+    "text_similarity": text_similarity,
+    "python": python_grader,
+    "score_model": score_model,
+    "label_model": label_model,
+    "multi": multi,
+}
+# The spec's RunGraderRequest (graders/run, validate, RFT) lists no label_model at the top level;
+# it is allowed as an Evals testing criterion and inside a multi grader (openai-methods.md §4.2).
+TOP_LEVEL_REFUSED = {"run": ("label_model",), "rft": ("label_model",), "eval": ()}
 CONTEXTS = ("eval", "run", "rft")
 
 
-def validate(grader: Any, *, context: str = "run", param: str = "grader") -> None:
+def validate(grader: Any, *, context: str = "run", param: str = "grader", nested: bool = False) -> None:
+    """`nested` is True for a multi grader's sub-graders, where every type but multi is allowed."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if not isinstance(grader, dict):
@@ -27,6 +38,10 @@ def validate(grader: Any, *, context: str = "run", param: str = "grader") -> Non
     if kind not in KINDS:
         raise GraderError(f"Invalid value for '{param}.type': unsupported grader type {kind!r}; expected one of "
                           f"{', '.join(KINDS)}.", f"{param}.type")
+    if not nested and kind in TOP_LEVEL_REFUSED[context]:
+        raise GraderError(f"Invalid value for '{param}.type': a {kind} grader is allowed as an Evals testing "
+                          "criterion or inside a multi grader, not as a top-level grader here; use score_model.",
+                          f"{param}.type")
     KINDS[kind].validate(grader, param, context)
 
 

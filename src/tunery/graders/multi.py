@@ -78,7 +78,7 @@ def validate(grader: dict, param: str, context: str) -> None:
         if sub.get("type") == "multi":
             raise GraderError(f"Invalid value for '{where}.type': a multi grader cannot contain another multi grader.",
                               f"{where}.type")
-        grade.validate(sub, context=context, param=where)
+        grade.validate(sub, context=context, param=where, nested=True)
     formula = require(grader, "calculate_output", str, param)
     try:
         compile_formula(formula, set(subs))

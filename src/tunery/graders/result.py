@@ -49,7 +49,9 @@ class GradeResult:
         return {
             "name": self.name, "type": self.type, "errors": dict(self.errors),
             "execution_time": self.execution_time, "scores": dict(self.scores),
-            "token_usage": total, "sampled_model_name": self.sampled_model_name,
+            # The spec types token_usage as integer|null (its example shows an object): the
+            # total tokens, null when no model was asked; the detail is per model below.
+            "token_usage": None if total is None else total["total_tokens"], "sampled_model_name": self.sampled_model_name,
         }
 
     def to_run_response(self) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from tunery.api.routes import (
     files,
     fine_tunes,
     fine_tuning,
+    graders,
     models,
     uploads,
 )
 
-ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evaluations, evals)
+ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evaluations, evals, graders)
