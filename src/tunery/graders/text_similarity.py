@@ -3,8 +3,9 @@
 The metric libraries are the ones OpenAI's python-grader image ships (rapidfuzz, nltk, rouge-score)
 plus sacrebleu for BLEU. They are imported inside each metric so that loading the graders package
 (every Evals run, every graders/run call) does not pay nltk's import time for a metric not used.
-Nothing here downloads data: the tokenizers are regular expressions (no punkt) and METEOR runs
-without WordNet (see `_meteor`).
+Nothing here downloads data: the tokenizers are regular expressions (no punkt), METEOR runs
+without WordNet (see `_meteor`), and `cosine` embeds with the all-MiniLM-L6-v2 files that a pinned
+package ships (`tunery.graders.embedding`), not OpenAI's text-embedding-3-large.
 """
 
 from __future__ import annotations
@@ -33,16 +34,28 @@ def validate(grader: dict, param: str, context: str) -> None:
         raise GraderError(f"Invalid value for '{param}.evaluation_metric': expected one of {', '.join(METRICS)}; "
                           f"got {metric!r}.", f"{param}.evaluation_metric")
     if metric == "cosine":
-        # OpenAI computes cosine with text-embedding-3-large; this server has no embedding model,
-        # and a different model's cosine would be a different score under the same name.
-        raise GraderError(f"Invalid value for '{param}.evaluation_metric': 'cosine' needs an embedding model, and "
-                          "none is configured on this server; use fuzzy_match, bleu, gleu, meteor or rouge_*.",
-                          f"{param}.evaluation_metric")
+        _validate_cosine(param, context)
     # An Evals testing criterion needs a threshold to pass or fail (EvalGraderTextSimilarity).
     if context == "eval":
         require(grader, "pass_threshold", (int, float), param)
     else:
         optional(grader, "pass_threshold", (int, float), param)
+
+
+def _validate_cosine(param: str, context: str) -> None:
+    from tunery.graders import embedding  # torch is imported only when something is embedded
+
+    where = f"{param}.evaluation_metric"
+    if context == "rft":
+        # OpenAI documents cosine as "only available for evals"; refusing it here too keeps an RFT
+        # grader that Tunery accepts one that OpenAI accepts.
+        raise GraderError(f"Invalid value for '{where}': 'cosine' is only available for evals and graders/run "
+                          "(as on OpenAI), not in a reinforcement fine-tuning grader; use fuzzy_match, bleu, gleu, "
+                          "meteor or rouge_*.", where)
+    try:
+        embedding.model_dir()  # refuse at creation, not at the first graded row, when the model is missing
+    except embedding.EmbeddingUnavailable as exc:
+        raise GraderError(f"Invalid value for '{where}': 'cosine' cannot run on this server: {exc}.", where) from exc
 
 
 def tokens(text: str) -> list[str]:
@@ -96,25 +109,47 @@ SCORERS = {"fuzzy_match": _fuzzy_match, "bleu": _bleu, "gleu": _gleu, "meteor": 
            **{m: _rouge(m) for m in ROUGE}}
 
 
-def similarity(metric: str, got: str, ref: str) -> float:
-    """The metric's score clamped to [0, 1]; an empty side scores 0 (there is nothing to match)."""
-    if not got.strip() or not ref.strip():
-        return 0.0
-    value = float(SCORERS[metric](got, ref))
+def _cosine(pairs: list[tuple[str, str]]) -> list[float]:
+    from tunery.graders import embedding
+
+    return embedding.cosine(pairs)
+
+
+def _clamp(value: float) -> float:
+    # Cosine can be negative (opposed embeddings): that is no similarity, so it scores 0 like a disjoint text.
     return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
 
 
-def _one(grader: dict, sample: dict, item: dict) -> GradeResult:
-    result = GradeResult(reward=0.0, name=grader["name"], type="text_similarity")
-    namespaces = {"sample": sample, "item": item}
-    try:
-        got, ref = render(grader["input"], namespaces), render(grader["reference"], namespaces)
-    except MissingVariable:
-        result.errors["invalid_variable_error"] = True
-        return result
-    result.reward = similarity(grader["evaluation_metric"], got, ref)
-    return result
+def similarities(metric: str, pairs: list[tuple[str, str]]) -> list[float]:
+    """Each `(got, ref)` pair's score clamped to [0, 1]; an empty side scores 0 (there is nothing to
+    match). `cosine` embeds all the pairs in one batch."""
+    scores = [0.0] * len(pairs)
+    rows = [i for i, (got, ref) in enumerate(pairs) if got.strip() and ref.strip()]
+    if metric == "cosine":
+        values = _cosine([pairs[i] for i in rows]) if rows else []
+    else:
+        values = [SCORERS[metric](*pairs[i]) for i in rows]
+    for i, value in zip(rows, values):
+        scores[i] = _clamp(float(value))
+    return scores
+
+
+def similarity(metric: str, got: str, ref: str) -> float:
+    return similarities(metric, [(got, ref)])[0]
 
 
 def grade(grader: dict, pairs: list[tuple[dict, dict]], judge=None) -> list[GradeResult]:
-    return [_one(grader, sample, item) for sample, item in pairs]
+    results, texts, rows = [], [], []
+    for row, (sample, item) in enumerate(pairs):
+        result = GradeResult(reward=0.0, name=grader["name"], type="text_similarity")
+        results.append(result)
+        namespaces = {"sample": sample, "item": item}
+        try:
+            texts.append((render(grader["input"], namespaces), render(grader["reference"], namespaces)))
+        except MissingVariable:
+            result.errors["invalid_variable_error"] = True
+            continue
+        rows.append(row)
+    for row, score in zip(rows, similarities(grader["evaluation_metric"], texts)):
+        results[row].reward = score
+    return results
