@@ -229,3 +229,29 @@ def test_run_metrics_are_null_without_a_reference_criterion(openai_client, api_s
     assert "<h2>Metrics</h2>" not in httpx.get(run.report_url, headers=headers).text
     missing = httpx.get(f"{api_server.base_url}/evals/{ev.id}/runs/evalrun_nope/metrics", headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "run_id"
+
+
+def test_item_reference_to_a_string_is_a_raw_prompt(openai_client, spec):
+    """Tunery extension: `input_messages: item_reference` to a string is a completion prompt, no chat
+    template: the same tokens and greedy text as /v1/completions; a list stays chat messages."""
+    schema = {"type": "object", "properties": {"prompt": {"type": ["string", "array"]}, "answer": {"type": "string"}}, "required": ["prompt", "answer"]}
+    ev = openai_client.evals.create(name="raw", data_source_config={"type": "custom", "item_schema": schema, "include_sample_schema": True},
+                                    testing_criteria=[LIKE])
+    prompt = "The capital of France is"
+    content = [{"item": {"prompt": prompt, "answer": "Paris"}}, {"item": {"prompt": [{"role": "user", "content": prompt}], "answer": "Paris"}},
+               {"item": {"prompt": 7, "answer": "x"}}]
+    with pytest.raises(openai.BadRequestError):  # 7 is neither: refused by the item schema at create time
+        openai_client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "gpt-4o-mini", "source": {"type": "file_content", "content": content},
+                                                            "input_messages": {"type": "item_reference", "item_reference": "item.prompt"}})
+    run = openai_client.evals.runs.create(ev.id, data_source={
+        "type": "completions", "model": "gpt-4o-mini", "source": {"type": "file_content", "content": content[:2]},
+        "input_messages": {"type": "item_reference", "item_reference": "item.prompt"},
+        "sampling_params": {"max_completion_tokens": 4, "temperature": 0}})
+    run = _wait(openai_client, ev.id, run.id)
+    assert run.status == "completed" and run.result_counts.errored == 0
+    raw, chat = openai_client.evals.runs.output_items.list(run.id, eval_id=ev.id).data
+    spec.validate("EvalRunOutputItem", _spec_view(raw.to_dict()))
+    legacy = openai_client.completions.create(model="gpt-4o-mini", prompt=prompt, max_tokens=4, temperature=0)
+    assert raw.sample.input[0].content == prompt and raw.sample.usage.prompt_tokens == legacy.usage.prompt_tokens
+    assert raw.sample.output[0].content == legacy.choices[0].text
+    assert chat.sample.usage.prompt_tokens > raw.sample.usage.prompt_tokens  # the chat template's tokens
