@@ -209,3 +209,66 @@ def test_a_python_criterion_runs_in_the_sandbox_and_its_source_is_kept_as_sent(o
     assert run.result_counts.to_dict() == {"total": 2, "errored": 0, "failed": 1, "passed": 1}
     items = openai_client.evals.runs.output_items.list(run.id, eval_id=ev.id, order="asc")
     assert [(i.datasource_item_id, i.results[0].score) for i in items.data] == [(0, 1.0), (1, 0.0)]
+def test_run_metrics_in_json_and_report(openai_client, api_server):
+    """The task metrics of a jsonl run, worked out by hand: truth pos,pos,neg,neg,pos; answers
+    pos,neg,neg,(invalid),pos; labels in order neg, pos."""
+    import httpx
+
+    ev = _eval(openai_client, (LIKE, CHECK))  # the first criterion reading sample.output_text names the reference
+    rows = [("pos", "pos"), ("pos", "neg"), ("neg", "neg"), ("neg", "banana <script>"), ("pos", "pos")]
+    content = [{"item": {"question": f"q{i}", "answer": ref}, "sample": {"output_text": ans}} for i, (ref, ans) in enumerate(rows)]
+    run = openai_client.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": content}})
+    run = _wait(openai_client, ev.id, run.id)
+    headers = {"Authorization": f"Bearer {api_server.key}"}
+    got = httpx.get(f"{api_server.base_url}/evals/{ev.id}/runs/{run.id}/metrics", headers=headers).json()
+    m = got["metrics"]
+    assert got["object"] == "eval.run.metrics" and got["status"] == "completed"
+    assert m["criterion"] == ev.testing_criteria[0].id and m["task"] == "classification" and m["labels"] == ["neg", "pos"]
+    assert m["n"] == 5 and m["accuracy"] == pytest.approx(0.6) and m["invalid"] == 1
+    assert m["per_class"]["neg"]["f1"] == pytest.approx(0.5) and m["per_class"]["pos"]["f1"] == pytest.approx(0.8)
+    assert m["macro_f1"] == pytest.approx(0.65) and m["weighted_f1"] == pytest.approx(0.68)
+    assert m["confusion_matrix"] == [[1, 0, 1], [1, 2, 0]] and "predictions" not in m
+    html = httpx.get(run.report_url, headers=headers).text
+    assert "<h2>Metrics</h2>" in html and "60.0%" in html and "0.650" in html
+    assert "<tr><th>neg</th><td>1</td><td>0</td><td>1</td></tr><tr><th>pos</th><td>1</td><td>2</td><td>0</td></tr>" in html
+    assert "banana &lt;script&gt;" in html and "<script>" not in html
+
+
+def test_run_metrics_are_null_without_a_reference_criterion(openai_client, api_server):
+    import httpx
+
+    same = {"type": "string_check", "name": "same", "input": "{{ item.question }}", "reference": "{{ item.answer }}", "operation": "eq"}
+    ev = openai_client.evals.create(name="items", data_source_config={"type": "custom", "item_schema": SCHEMA}, testing_criteria=[same])
+    run = openai_client.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {"type": "file_content", "content": [{"item": {"question": "a", "answer": "a"}}]}})
+    run = _wait(openai_client, ev.id, run.id)
+    headers = {"Authorization": f"Bearer {api_server.key}"}
+    assert httpx.get(f"{api_server.base_url}/evals/{ev.id}/runs/{run.id}/metrics", headers=headers).json()["metrics"] is None
+    assert "<h2>Metrics</h2>" not in httpx.get(run.report_url, headers=headers).text
+    missing = httpx.get(f"{api_server.base_url}/evals/{ev.id}/runs/evalrun_nope/metrics", headers=headers)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "run_id"
+
+
+def test_item_reference_to_a_string_is_a_raw_prompt(openai_client, spec):
+    """Tunery extension: `input_messages: item_reference` to a string is a completion prompt, no chat
+    template: the same tokens and greedy text as /v1/completions; a list stays chat messages."""
+    schema = {"type": "object", "properties": {"prompt": {"type": ["string", "array"]}, "answer": {"type": "string"}}, "required": ["prompt", "answer"]}
+    ev = openai_client.evals.create(name="raw", data_source_config={"type": "custom", "item_schema": schema, "include_sample_schema": True},
+                                    testing_criteria=[LIKE])
+    prompt = "The capital of France is"
+    content = [{"item": {"prompt": prompt, "answer": "Paris"}}, {"item": {"prompt": [{"role": "user", "content": prompt}], "answer": "Paris"}},
+               {"item": {"prompt": 7, "answer": "x"}}]
+    with pytest.raises(openai.BadRequestError):  # 7 is neither: refused by the item schema at create time
+        openai_client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "gpt-4o-mini", "source": {"type": "file_content", "content": content},
+                                                            "input_messages": {"type": "item_reference", "item_reference": "item.prompt"}})
+    run = openai_client.evals.runs.create(ev.id, data_source={
+        "type": "completions", "model": "gpt-4o-mini", "source": {"type": "file_content", "content": content[:2]},
+        "input_messages": {"type": "item_reference", "item_reference": "item.prompt"},
+        "sampling_params": {"max_completion_tokens": 4, "temperature": 0}})
+    run = _wait(openai_client, ev.id, run.id)
+    assert run.status == "completed" and run.result_counts.errored == 0
+    raw, chat = openai_client.evals.runs.output_items.list(run.id, eval_id=ev.id).data
+    spec.validate("EvalRunOutputItem", _spec_view(raw.to_dict()))
+    legacy = openai_client.completions.create(model="gpt-4o-mini", prompt=prompt, max_tokens=4, temperature=0)
+    assert raw.sample.input[0].content == prompt and raw.sample.usage.prompt_tokens == legacy.usage.prompt_tokens
+    assert raw.sample.output[0].content == legacy.choices[0].text
+    assert chat.sample.usage.prompt_tokens > raw.sample.usage.prompt_tokens  # the chat template's tokens

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ def test_packaged_model_zero_and_five_shot(tmp_path):
     dev = chat_file(tmp_path / "dev.jsonl", SST5 / "dev.csv", 8)
     train = chat_file(tmp_path / "train.jsonl", SST5 / "train.csv", 40)
     out = subprocess.run([TUNERY, "eval", "SmolLM2-135M-Instruct", "--data", dev, "--few-shot", "0,5", "--few-shot-file", train, "--labels", "0,1,2,3,4",
-                          "--json", "--answers", tmp_path / "answers.jsonl"], capture_output=True, text=True, timeout=900)
+                          "--json", "--answers", tmp_path / "answers.jsonl"], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "TUNERY_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stderr
     zero, five = json.loads(out.stdout)
     assert (zero["few_shot"], five["few_shot"]) == (0, 5)
@@ -43,3 +45,27 @@ def test_packaged_model_zero_and_five_shot(tmp_path):
         mine = [a for a in answers if a["few_shot"] == r["few_shot"]]
         assert r["accuracy"] == sum(a["prediction"] == a["reference"] for a in mine) / 8
         assert r["invalid"] == sum(a["prediction"] is None for a in mine)
+
+    # Each (model, few-shot) is an Evals run in the home's database: one output item per line, whose
+    # answers are the written ones and whose pass/fail counts agree with the exact-match numbers.
+    from sqlalchemy import select
+
+    from tunery.store import evals as repo
+    from tunery.store.context import open_store
+    from tunery.store.settings import load_settings
+
+    assert zero["eval_id"] == five["eval_id"] and zero["run_id"] != five["run_id"]
+    assert zero["eval_id"] in out.stderr and zero["run_id"] in out.stderr
+    store = open_store(load_settings(tmp_path / "home"))
+    try:
+        with store.db.session_scope() as s:
+            for r in (zero, five):
+                mine = [a for a in answers if a["few_shot"] == r["few_shot"]]
+                items = repo.run_items(s, r["run_id"])
+                assert [it.sample["output"][0]["content"] for it in items] == [a["answer"] for a in mine]
+                run = s.scalar(select(repo.EvalRunRecord).where(repo.EvalRunRecord.id == r["run_id"]))
+                assert run.status == repo.COMPLETED and run.result_counts["total"] == 8
+                assert run.result_counts["passed"] == sum(a["answer"] == a["reference"] for a in mine)
+            assert repo.runs_to_work(s) == []  # the server's worker will not execute the CLI's runs
+    finally:
+        store.close()

@@ -1,5 +1,9 @@
 """`tunery eval`: score models on a held-out JSONL file through the serving engine.
 
+Each invocation is an eval in the local Tunery home's database and each (model, few-shot) an eval
+run, executed here (`tunery.eval.local_runs`); their ids are printed so the answers can be read
+back through `/v1/evals` (output items, report page, metrics).
+
 Exit codes: 0 done, 1 a model failed to load or generate, 2 bad input (file, line and field named).
 """
 
@@ -64,7 +68,7 @@ def eval_command(
     except EvalError as exc:
         err.print(f"error: {exc}", style="red")
         raise typer.Exit(2) from None
-    results, records = _run(plan, batch_size, err)
+    results, records, eval_id = _run(plan, batch_size, err, project, data)
     if answers:
         answers.parent.mkdir(parents=True, exist_ok=True)
         answers.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
@@ -79,13 +83,31 @@ def eval_command(
         _table(Console(emoji=False), results, plan.task)
 
 
-def _run(plan, batch_size: int, err):
+def _open_home(project: str, err):
+    """The local home's Store and the id of `project` in it (created if new)."""
+    from tunery.store.context import open_store
+    from tunery.store.keys import get_or_create_project
+    from tunery.store.settings import load_settings
+
+    try:
+        store = open_store(load_settings())
+        with store.db.session_scope() as s:
+            project_id = get_or_create_project(s, project).id
+    except Exception as exc:  # a bad config or an unreachable database: say so in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"error: cannot open the local Tunery home to record the eval: {first}", style="red")
+        raise typer.Exit(2) from None
+    return store, project_id
+
+
+def _run(plan, batch_size: int, err, project: str, data: Path):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from tunery.eval.dataset import EvalError
-    from tunery.eval.evaluate import run_plan
+    from tunery.eval.local_runs import run_plan_as_evals
     from tunery.serve.registry import ModelRegistry
 
+    store, project_id = _open_home(project, err)
     registry = ModelRegistry(max_batch_size=batch_size)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     try:
@@ -97,7 +119,10 @@ def _run(plan, batch_size: int, err):
                     progress.update(state["task"], completed=progress.tasks[state["task"]].total)
                 state["task"] = progress.add_task(name, total=total)
 
-            return run_plan(plan, registry, on_run, lambda k: progress.advance(state["task"], k))
+            out = run_plan_as_evals(plan, store, project_id, registry, f"tunery eval {data.name}", {"source": "tunery eval", "data": str(data)[-512:]},
+                                    on_run, lambda k: progress.advance(state["task"], k))
+        err.print(f"Eval {out[2]} (project {project!r}); runs: " + ", ".join(f"{r['run_id']} ({r['name']})" for r in out[0]))
+        return out
     except EvalError as exc:
         err.print(f"error: {exc}", style="red")
         raise typer.Exit(2) from None
@@ -106,6 +131,7 @@ def _run(plan, batch_size: int, err):
         raise typer.Exit(1) from None
     finally:
         registry.close()
+        store.close()
 
 
 def _table(console, results: list[dict], task) -> None:

@@ -6,6 +6,12 @@ Each batch of rows is submitted to the engine at once (so it batches them), grad
 are recomputed from the items. A run `in_progress` when the server stopped resumes at start from
 the first row without an item. Cancel: the route sets `canceled`; the worker sees it between
 batches and while waiting, cancels its generations and writes nothing more.
+
+`RunExecutor` runs one run synchronously in the calling thread (what `tunery eval` uses, with
+its own registry and model resolution); `RunWorker` is a thread looping over queued runs with
+one. A `completions` source whose `input_messages` is an `item_reference` to a string is a raw
+completion prompt (tokenized as `/v1/completions` does, no chat template): legacy prompt/completion
+data. A list is messages, rendered with the model's chat template.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
+
+from sqlalchemy import select
 
 from tunery.eval.evals_config import EvalInputError
 from tunery.eval.runs import DEFAULT_SAMPLING, message_text, source_rows
@@ -41,54 +50,47 @@ def _status(store, run_id: str) -> str | None:
 
 
 def _seq(session, run_id):
-    from sqlalchemy import select
     return session.scalar(select(repo.EvalRunRecord.seq).where(repo.EvalRunRecord.id == run_id))
 
 
-def _render(template: dict, item: dict) -> list[dict]:
+def _render(template: dict, item: dict) -> list[dict] | str:
+    """The chat messages of a row, or its raw prompt (an item_reference to a string)."""
     from tunery.graders.template import lookup, render
 
     ns = {"item": item}
     if template["type"] == "item_reference":
         messages = lookup(template["item_reference"], ns)
+        if isinstance(messages, str):
+            return messages
         if not isinstance(messages, list):
-            raise ValueError(f"{template['item_reference']} is not a list of messages")
+            raise ValueError(f"{template['item_reference']} is neither a list of messages nor a prompt string")
         return [{"role": m["role"], "content": message_text(m, "message")} for m in messages]
     return [{"role": m["role"], "content": render(message_text(m, "template"), ns)} for m in template["template"]]
 
 
-class RunWorker:
-    """`judges(project_id) -> Judge` grades a run's model criteria (`tunery.serve.judge.judges`:
-    the project's own model names); None leaves them unanswered (model_grader_server_error)."""
+def catalog_source(store, project_id: str, model: str) -> ModelSource:
+    """What the API's model names mean (`tunery.store.catalog`), as a serving source."""
+    with store.db.session_scope() as s:
+        found = catalog.resolve(s, store.settings, project_id, model)
+    return ModelSource(model, found.kind, found.path, base_path=found.base_path, context_length=found.context_length)
 
-    def __init__(self, store, registry, judges=None, batch_size: int = BATCH):
+
+class RunExecutor:
+    """Executes runs in the calling thread. `resolve(store, project_id, model)` maps a data
+    source's model to a `ModelSource` (default: the catalog); `progress(n)` is called as rows are written."""
+
+    def __init__(self, store, registry, judges=None, batch_size: int = BATCH,
+                 resolve: Callable[..., ModelSource] = catalog_source, progress: Callable[[int], None] | None = None):
         self.store, self.registry, self.judges, self.batch_size = store, registry, judges, batch_size
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tunery-eval-runs", daemon=True)
-        self._thread.start()
+        self.resolve, self.progress = resolve, progress
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            with self.store.db.session_scope() as s:
-                todo = [r.id for r in repo.runs_to_work(s)]
-            for run_id in todo:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.execute(run_id)
-                except Exception as exc:  # one broken run fails alone; the worker goes on
-                    log.exception("eval run %s failed", run_id)
-                    self._finish(run_id, repo.FAILED, {"code": "run_failed", "message": f"{type(exc).__name__}: {exc}"})
-            self._wake.wait(1.0)
-            self._wake.clear()
+    def run(self, run_id: str) -> None:
+        """`execute`, with any exception failing this run alone (status failed, error run_failed)."""
+        try:
+            self.execute(run_id)
+        except Exception as exc:
+            log.exception("eval run %s failed", run_id)
+            self._finish(run_id, repo.FAILED, {"code": "run_failed", "message": f"{type(exc).__name__}: {exc}"})
 
     def _finish(self, run_id, status, error=None) -> None:
         with self.store.db.session_scope() as s:
@@ -99,7 +101,7 @@ class RunWorker:
     def execute(self, run_id: str) -> None:
         with self.store.db.session_scope() as s:
             run = s.get(repo.EvalRunRecord, _seq(s, run_id))
-            record = s.scalar(__import__("sqlalchemy").select(repo.EvalRecord).where(repo.EvalRecord.id == run.eval_id))
+            record = s.scalar(select(repo.EvalRecord).where(repo.EvalRecord.id == run.eval_id))
             run.status, run.attempts, run.updated_at = repo.IN_PROGRESS, run.attempts + 1, now()
             ds, project_id, criteria, eval_id = run.data_source, run.project_id, record.testing_criteria, record.id
             done = repo.done_rows(s, run_id)
@@ -110,11 +112,10 @@ class RunWorker:
         served = None
         if ds["type"] == "completions":
             try:
-                with self.store.db.session_scope() as s:
-                    found = catalog.resolve(s, self.store.settings, project_id, ds["model"])
+                source = self.resolve(self.store, project_id, ds["model"])
             except (catalog.ModelNotAvailable, catalog.ModelUnusable) as exc:
                 return self._finish(run_id, repo.FAILED, {"code": "model_not_found", "message": str(exc)})
-            served = self.registry.get(ModelSource(ds["model"], found.kind, found.path, base_path=found.base_path, context_length=found.context_length))
+            served = self.registry.get(source)
         todo = [i for i in range(len(rows)) if i not in done]
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start:start + self.batch_size]
@@ -125,6 +126,8 @@ class RunWorker:
             except RunCanceled:
                 return
             self._write(run_id, eval_id, project_id, criteria, batch, rows, samples)
+            if self.progress is not None:
+                self.progress(len(batch))
         self._finish(run_id, repo.COMPLETED)
 
     def _given(self, row: dict) -> dict:
@@ -148,8 +151,12 @@ class RunWorker:
             out.append({"wire": wire, "graded": make_sample("")})
             try:
                 messages = _render(ds["input_messages"], row["item"])
-                wire["input"] = messages
-                ids = render_chat(served.tokenizer, messages)
+                if isinstance(messages, str):  # a raw prompt: the sample's input shows it as one user message
+                    wire["input"] = [{"role": "user", "content": messages}]
+                    ids = served.tokenizer(messages)["input_ids"]
+                else:
+                    wire["input"] = messages
+                    ids = render_chat(served.tokenizer, messages)
                 if len(ids) + max_tokens > served.context_length:
                     raise ValueError(f"the prompt ({len(ids)} tokens) and max_completion_tokens exceed the model's context of {served.context_length}")
             except (ChatError, ValueError, KeyError) as exc:
@@ -212,6 +219,39 @@ class RunWorker:
                     errored=errored, datasource_item_id=i, datasource_item=rows[i]["item"], results=results, sample=sample["wire"]))
             s.flush()
             _tally(s, run, criteria)
+
+
+class RunWorker:
+    """The server's thread: executes queued (and, after a restart, interrupted) runs, oldest first."""
+
+    def __init__(self, store, registry, judges=None, batch_size: int = BATCH):
+        self.store = store
+        self.executor = RunExecutor(store, registry, judges, batch_size)
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tunery-eval-runs", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.store.db.session_scope() as s:
+                    todo = [r.id for r in repo.runs_to_work(s)]
+                for run_id in todo:
+                    if self._stop.is_set():
+                        return
+                    self.executor.run(run_id)  # one broken run fails alone; the worker goes on
+            except Exception:  # e.g. the database briefly unreachable: try again on the next tick
+                log.exception("eval run worker")
+            self._wake.wait(1.0)
+            self._wake.clear()
 
 
 def _tally(session, run, criteria) -> None:

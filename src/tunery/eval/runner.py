@@ -49,6 +49,13 @@ def default_max_tokens(served: Served, examples: Sequence[Example], task: Task) 
     return longest + 16 if task.name in ("classification", "regression") else min(2 * longest + 16, 1024)
 
 
+def check_context(served: Served, examples: Sequence[Example], prompts: Sequence[list[int]], max_tokens: int) -> None:
+    """An `EvalError` naming the first example whose prompt and answer do not fit the model's context."""
+    for e, ids in zip(examples, prompts):
+        if len(ids) + max_tokens > served.context_length:
+            raise EvalError(f"line {e.line}: the prompt is {len(ids)} tokens; with {max_tokens} to generate it exceeds the model's context of {served.context_length} tokens")
+
+
 def generate_answers(
     served: Served,
     prompts: Sequence[list[int]],
@@ -163,9 +170,7 @@ def evaluate_served(
     prompts = [prompt_ids(served, e, shots) for e in examples]
     if max_tokens is None:
         max_tokens = default_max_tokens(served, examples, task)
-    for e, ids in zip(examples, prompts):
-        if len(ids) + max_tokens > served.context_length:
-            raise EvalError(f"line {e.line}: the prompt is {len(ids)} tokens; with {max_tokens} to generate it exceeds the model's context of {served.context_length} tokens")
+    check_context(served, examples, prompts, max_tokens)
     answers = generate_answers(served, prompts, max_tokens, temperature, seed, progress=progress)
     generated = time.perf_counter()
     result = score_answers([e.reference for e in examples], answers, task)

@@ -107,7 +107,12 @@ def delete_eval(session: Session, record: EvalRecord) -> None:
     session.delete(record)
 
 
+# `report.executor` of a run that a process other than the server executes (`tunery eval` runs its own
+# runs synchronously in the local home's database): the server's worker leaves those alone.
+CLI_EXECUTOR = "cli"
+
+
 def runs_to_work(session: Session) -> list[EvalRunRecord]:
-    """Queued and interrupted runs, oldest first (first come, first served)."""
+    """Queued and interrupted runs, oldest first (first come, first served), but not the CLI's own."""
     stmt = select(EvalRunRecord).where(EvalRunRecord.status.in_((QUEUED, IN_PROGRESS))).order_by(EvalRunRecord.seq)
-    return list(session.scalars(stmt))
+    return [r for r in session.scalars(stmt) if (r.report or {}).get("executor") != CLI_EXECUTOR]

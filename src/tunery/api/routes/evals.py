@@ -17,6 +17,7 @@ from tunery.api.auth import current_project, get_store
 from tunery.api.errors import APIError, not_found
 from tunery.api.protocol.evals import EvalListPage, eval_object, item_object, run_object
 from tunery.eval import evals_config as cfg
+from tunery.eval.run_metrics import run_metrics, task_from
 from tunery.eval.run_report import render_run_report
 from tunery.eval.runs import normalize_data_source
 from tunery.store import evals as repo
@@ -221,3 +222,16 @@ def run_report(eval_id: str, run_id: str, project=Depends(current_project), stor
         run = _run(s, project.id, eval_id, run_id)
         record = _eval(s, project.id, eval_id)
         return HTMLResponse(render_run_report(record, run, repo.run_items(s, run_id)))
+
+
+@router.get("/evals/{eval_id}/runs/{run_id}/metrics")
+def run_metrics_view(eval_id: str, run_id: str, project=Depends(current_project), store=Depends(get_store)):
+    """Tunery extension: the run's task metrics (`tunery.eval.run_metrics`) as JSON, the numbers
+    the report page shows; `metrics` is null when no criterion names a reference."""
+    with store.db.session_scope() as s:
+        run = _run(s, project.id, eval_id, run_id)
+        record = _eval(s, project.id, eval_id)
+        metrics = run_metrics(record.testing_criteria, repo.run_items(s, run_id), task_from((run.report or {}).get("task")))
+        if metrics is not None:
+            metrics.pop("predictions", None)
+        return {"object": "eval.run.metrics", "eval_id": eval_id, "run_id": run_id, "status": run.status, "metrics": metrics}
