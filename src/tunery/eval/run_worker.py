@@ -117,18 +117,39 @@ class RunExecutor:
                 return self._finish(run_id, repo.FAILED, {"code": "model_not_found", "message": str(exc)})
             served = self.registry.get(source)
         todo = [i for i in range(len(rows)) if i not in done]
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start:start + self.batch_size]
-            if _status(self.store, run_id) != repo.IN_PROGRESS:
-                return
-            try:
-                samples = self._generate(run_id, served, ds, [rows[i] for i in batch]) if served else [self._given(rows[i]) for i in batch]
-            except RunCanceled:
-                return
-            self._write(run_id, eval_id, project_id, criteria, batch, rows, samples)
-            if self.progress is not None:
-                self.progress(len(batch))
+        batches = [todo[start:start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
+        # Pipelined: the next batch is submitted before this one is awaited, so while the slowest
+        # rows of a batch finish (and while it is graded and written) the engine's free slots
+        # already decode the next batch's rows instead of idling.
+        pending = following = None
+        try:
+            pending = self._submit(served, ds, [rows[i] for i in batches[0]]) if served and batches else None
+            for k, batch in enumerate(batches):
+                if _status(self.store, run_id) != repo.IN_PROGRESS:
+                    return self._cancel(pending)
+                if served:
+                    following = self._submit(served, ds, [rows[i] for i in batches[k + 1]]) if k + 1 < len(batches) else None
+                    try:
+                        samples = self._collect(run_id, pending, also=following)
+                    except RunCanceled:
+                        return
+                    pending, following = following, None
+                else:
+                    samples = [self._given(rows[i]) for i in batch]
+                self._write(run_id, eval_id, project_id, criteria, batch, rows, samples)
+                if self.progress is not None:
+                    self.progress(len(batch))
+        except BaseException:
+            self._cancel(pending, following)  # a failed run leaves nothing generating in the engine
+            raise
         self._finish(run_id, repo.COMPLETED)
+
+    @staticmethod
+    def _cancel(*pendings) -> None:
+        for pending in pendings:
+            for g in (pending or {}).get("gens", ()):
+                if g:
+                    g[0].cancel()
 
     def _given(self, row: dict) -> dict:
         sample = row.get("sample") or {}
@@ -139,7 +160,9 @@ class RunExecutor:
                 "temperature": 0.0, "max_completion_tokens": 0, "top_p": 1.0, "seed": 0}
         return {"graded": graded, "wire": wire}
 
-    def _generate(self, run_id: str, served, ds: dict, rows: list[dict]) -> list[dict]:
+    def _submit(self, served, ds: dict, rows: list[dict]) -> dict:
+        """Renders and submits every row of a batch to the engine; `_collect` awaits them. A row
+        that cannot be rendered or does not fit the context gets its error here and is not sent."""
         sp = {**DEFAULT_SAMPLING, **{k: v for k, v in (ds.get("sampling_params") or {}).items() if v is not None}}
         max_tokens = sp.get("max_completion_tokens") or self.store.settings.default_max_tokens
         gens, out = [], []
@@ -174,12 +197,16 @@ class RunExecutor:
                 if e.finish_reason is not None:
                     done.set()
             gens.append((served.engine.submit(ids, params, served.tokenizer, served.adapter, callback=cb), parts))
-        for done in events:
+        return {"model": ds["model"], "out": out, "gens": gens, "events": events}
+
+    def _collect(self, run_id: str, pending: dict, also: dict | None = None) -> list[dict]:
+        """The batch's samples once every row has finished. Canceled meanwhile: its generations and
+        `also`'s (the next batch, already submitted) are canceled and RunCanceled is raised."""
+        out, gens = pending["out"], pending["gens"]
+        for done in pending["events"]:
             while not done.wait(0.5):
                 if _status(self.store, run_id) != repo.IN_PROGRESS:
-                    for g in gens:
-                        if g:
-                            g[0].cancel()
+                    self._cancel(pending, also)
                     raise RunCanceled
         for entry, g in zip(out, gens):
             if g is None:
@@ -194,7 +221,7 @@ class RunExecutor:
             wire["finish_reason"] = gen.finish_reason or ""
             p, c = len(gen.prompt_ids), len(gen.generated)
             wire["usage"] = {"total_tokens": p + c, "completion_tokens": c, "prompt_tokens": p, "cached_tokens": 0}
-            entry["graded"] = {**make_sample(text), "model": ds["model"]}
+            entry["graded"] = {**make_sample(text), "model": pending["model"]}
         return out
 
     def _write(self, run_id, eval_id, project_id, criteria, batch, rows, samples) -> None:
