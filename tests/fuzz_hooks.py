@@ -1,7 +1,7 @@
 """Schemathesis hooks for `tests/test_fuzz_api.py`: keep fuzzed generation requests short.
 
-A chat or completions request the fuzzer makes valid really generates on the CPU, and an
-evaluation runs in the background after its 200, so every token count the fuzzer may pick is
+A chat or completions request the fuzzer makes valid really generates on the CPU, and an eval
+run runs in the background after its 200, so every token count the fuzzer may pick is
 bounded here: a length of MAX_TOKENS at most, or left as it is where it is invalid (the fuzzer's
 negative cases: 0, -3, "x") or larger than any context (the server answers 400 before it
 generates). A request that names no length gets MAX_TOKENS too: the server's default for a
@@ -15,7 +15,6 @@ import schemathesis
 MAX_TOKENS = 8
 LONGER_THAN_ANY_CONTEXT = 1 << 15
 GENERATING = ("/chat/completions", "/completions")  # OpenAI's paths end the same way as ours (/v1/...)
-MAX_EXAMPLES = 2  # `limit` of an evaluation: examples it evaluates
 
 
 def _bounded(value, top: int):
@@ -36,7 +35,10 @@ def map_body(context, body):
             body[field] = _bounded(body[field], MAX_TOKENS)
         if not fields:
             body["max_tokens"] = MAX_TOKENS
-    elif path.endswith("/evaluations"):
-        body["max_tokens"] = _bounded(body.get("max_tokens", MAX_TOKENS), MAX_TOKENS)
-        body["limit"] = _bounded(body.get("limit", MAX_EXAMPLES), MAX_EXAMPLES)
+    elif path.endswith("/runs") and isinstance(body.get("data_source"), dict):
+        sampling = body["data_source"].get("sampling_params")
+        if isinstance(sampling, dict) and "max_completion_tokens" in sampling:
+            sampling["max_completion_tokens"] = _bounded(sampling["max_completion_tokens"], MAX_TOKENS)
+        elif sampling is None:
+            body["data_source"]["sampling_params"] = {"max_completion_tokens": MAX_TOKENS}
     return body

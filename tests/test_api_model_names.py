@@ -57,7 +57,6 @@ def requests(name, training_file):
         ("/completions", {"model": name, "prompt": "hello", "max_tokens": 2}, "model"),
         ("/fine_tuning/jobs", {"model": name, "training_file": training_file}, "model"),
         ("/fine-tunes", {"model": name, "training_file": training_file}, "model"),
-        ("/evaluations", {"models": [name], "file": training_file}, "models[0]"),
     ]
 
 
@@ -83,7 +82,7 @@ def hostile_names(env) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("endpoint", range(5))
+@pytest.mark.parametrize("endpoint", range(4))
 def test_paths_ids_and_unknown_names_all_answer_the_same_404(env, training_file, endpoint):
     for name in hostile_names(env):
         path, body, param = requests(name, training_file)[endpoint]
@@ -92,7 +91,7 @@ def test_paths_ids_and_unknown_names_all_answer_the_same_404(env, training_file,
         assert str(env["home"]) not in r.text
 
 
-@pytest.mark.parametrize("endpoint", range(5))
+@pytest.mark.parametrize("endpoint", range(4))
 def test_another_projects_fine_tune_is_the_same_404(env, endpoint):
     other = openai.OpenAI(base_url=env["process"].base_url, api_key=env["other"], max_retries=0)
     own_file = other.files.create(file=("train.jsonl", jsonl(chat_examples(10))), purpose="fine-tune").id
@@ -101,7 +100,7 @@ def test_another_projects_fine_tune_is_the_same_404(env, endpoint):
     assert (r.status_code, r.json()) == (404, not_found(FT, param)), r.text
 
 
-@pytest.mark.parametrize("endpoint", range(5))
+@pytest.mark.parametrize("endpoint", range(4))
 def test_empty_model_is_a_400(env, training_file, endpoint):
     path, body, param = requests("", training_file)[endpoint]
     r = post(env, path, body)
@@ -181,3 +180,29 @@ def test_a_broken_model_table_is_a_500_that_names_no_path(env, training_file):
         else:
             models_file.write_text(before)
     assert post(env, "/chat/completions", requests("gpt-4o", training_file)[0][1]).status_code == 200
+
+
+def test_an_eval_run_on_a_path_or_unknown_name_fails_with_the_same_message(env, client):
+    """An Evals run resolves its model when it executes: a name that is not the project's fails the
+    run with model_not_found and the same message as the 404s above, whether or not the path exists."""
+    import time
+
+    ev = client.evals.create(name="names", data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+                             testing_criteria=[{"type": "string_check", "name": "eq", "input": "{{sample.output_text}}",
+                                                "reference": "x", "operation": "eq"}])
+    other = openai.OpenAI(base_url=env["process"].base_url, api_key=env["other"], max_retries=0)
+    other_ev = other.evals.create(name="names", data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+                                  testing_criteria=[{"type": "string_check", "name": "eq", "input": "{{sample.output_text}}",
+                                                     "reference": "x", "operation": "eq"}])
+    runs = []
+    for sdk, eval_id, name in [*((client, ev.id, n) for n in hostile_names(env)), (other, other_ev.id, FT)]:
+        runs.append((sdk, eval_id, name, sdk.evals.runs.create(eval_id, data_source={
+            "type": "completions", "model": name, "source": {"type": "file_content", "content": [{"item": {}}]},
+            "input_messages": {"type": "template", "template": [{"role": "user", "content": "hi"}]}}).id))
+    for sdk, eval_id, name, run_id in runs:
+        deadline = time.monotonic() + 60
+        while (run := sdk.evals.runs.retrieve(run_id, eval_id=eval_id)).status in ("queued", "in_progress"):
+            assert time.monotonic() < deadline, name
+            time.sleep(0.2)
+        assert run.status == "failed" and run.error.code == "model_not_found", (name, run.error)
+        assert run.error.message == not_found(name)["error"]["message"] and str(env["home"]) not in run.error.message

@@ -1,5 +1,5 @@
-"""An evaluation never holds a whole uploaded file: it reads line by line, stops at `limit`, and
-refuses past `max_eval_bytes` (`TUNERY_MAX_EVAL_BYTES`) with a 400 in the envelope."""
+"""Evaluation data is never read whole: `tunery eval` reads line by line and stops at `limit`;
+an Evals run's file is refused past `max_eval_bytes` (`TUNERY_MAX_EVAL_BYTES`) with a 400 in the envelope."""
 
 import io
 import json
@@ -41,26 +41,28 @@ def test_past_the_bound_reading_stops_with_a_clear_error():
     assert len(read_examples(io.BytesIO(LINE * 10), "file-x", max_bytes=10 * len(LINE))) == 10  # exactly the bound is fine
 
 
-def test_the_api_refuses_an_evaluation_over_the_bound(tmp_path):
+def test_an_eval_run_over_the_bound_is_refused(tmp_path):
+    """An Evals run from an uploaded file reads it a line at a time and refuses it past
+    max_eval_bytes: a 400 `file_too_large` naming the source, no server path; a file that fits runs."""
     home = tmp_path / "home"
-    env = {"TUNERY_MAX_EVAL_BYTES": str(8 * len(LINE))}
+    item = (json.dumps({"item": {"text": "fine " * 20}}) + "\n").encode()
+    env = {"TUNERY_MAX_EVAL_BYTES": str(8 * len(item))}
     key = create_key(home, **env)
     server = ServerProcess(home, env=env).start()
     try:
         with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
-            fid = c.post("/files", files={"file": ("dev.jsonl", LINE * 200)}, data={"purpose": "fine-tune"}).json()["id"]
-            small = c.post("/files", files={"file": ("shots.jsonl", LINE * 4)}, data={"purpose": "fine-tune"}).json()["id"]
-            r = c.post("/evaluations", json={"models": ["ft:nope:x"], "file": fid})
-            assert r.status_code == 400
+            big = c.post("/files", files={"file": ("big.jsonl", item * 200)}, data={"purpose": "evals"}).json()["id"]
+            fits = c.post("/files", files={"file": ("fits.jsonl", item * 8)}, data={"purpose": "evals"}).json()["id"]
+            ev = c.post("/evals", json={"data_source_config": {"type": "custom", "item_schema": {"type": "object"}},
+                                        "testing_criteria": [{"type": "string_check", "name": "s", "input": "{{item.text}}",
+                                                              "reference": "x", "operation": "eq"}]}).json()["id"]
+            r = c.post(f"/evals/{ev}/runs", json={"data_source": {"type": "jsonl", "source": {"type": "file_id", "id": big}}})
+            assert r.status_code == 400, r.text
             err = r.json()["error"]
-            assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", "file_too_large", "file")
-            assert err["message"].startswith(f"{fid}: the examples to evaluate hold more than {8 * len(LINE):,} bytes")
-            assert str(home) not in err["message"]
-            # The first examples fit: the file is accepted and the request goes on to the models.
-            r = c.post("/evaluations", json={"models": ["ft:nope:x"], "file": fid, "limit": 5})
-            assert (r.status_code, r.json()["error"]["code"]) == (404, "model_not_found")
-            r = c.post("/evaluations", json={"models": ["ft:nope:x"], "file": small, "few_shot": [2], "few_shot_file": fid})
-            assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (400, "file_too_large", "few_shot_file")
+            assert (err["type"], err["code"]) == ("invalid_request_error", "file_too_large") and err["param"].startswith("data_source.source")
+            assert big in err["message"] and f"{8 * len(item)}" in err["message"] and str(home) not in err["message"]
+            r = c.post(f"/evals/{ev}/runs", json={"data_source": {"type": "jsonl", "source": {"type": "file_id", "id": fits}}})
+            assert r.status_code == 201 and r.json()["status"] == "queued", r.text
             assert server.alive()
     finally:
         server.stop()

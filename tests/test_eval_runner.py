@@ -12,9 +12,8 @@ import pytest
 from serve_fixtures import random_lora, save_base
 
 from tunery.eval.dataset import load_examples
-from tunery.eval.runner import evaluate_served, reference_loss
+from tunery.eval.runner import reference_loss
 from tunery.eval.sources import resolve_eval_model
-from tunery.eval.tasks import infer_task
 from tunery.serve.registry import ModelRegistry
 
 TUNERY = str(Path(sys.executable).with_name("tunery"))
@@ -67,17 +66,31 @@ def manual_loss(model, tokenizer, prompt_ids, answer_ids):
 
 
 @pytest.mark.parametrize("adapter", [False, True])
-def test_answers_and_loss_match_plain_transformers(tiny, registry, adapter):
+def test_answers_and_loss_match_plain_transformers(tiny, registry, adapter, tmp_path):
+    """Through what `tunery eval` runs: an Evals run executed in this process (`run_plan_as_evals`)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from tunery.eval.evaluate import make_plan
+    from tunery.eval.local_runs import run_plan_as_evals
     from tunery.serve.chat import render_chat
+    from tunery.store.context import open_store
+    from tunery.store.keys import get_or_create_project
+    from tunery.store.settings import load_settings
 
     spec = str(tiny["run"] if adapter else tiny["base"])
-    served = registry.get(resolve_eval_model(spec).source)
+    model_spec = resolve_eval_model(spec)
+    served = registry.get(model_spec.source)
     examples = load_examples(tiny["data"])
-    task = infer_task([e.reference for e in examples])
-    result, answers = evaluate_served(served, examples, task, max_tokens=5)
+    store = open_store(load_settings(tmp_path / "home"))
+    try:
+        with store.db.session_scope() as s:
+            project_id = get_or_create_project(s).id
+        results, records, _ = run_plan_as_evals(make_plan([model_spec], examples, max_tokens=5), store, project_id, registry, "t")
+    finally:
+        store.close()
+    (result,) = results
+    answers = [r["answer"] for r in records]
 
     model = AutoModelForCausalLM.from_pretrained(tiny["base"]).eval()
     if adapter:

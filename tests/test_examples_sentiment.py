@@ -1,5 +1,6 @@
 """examples/sentiment/sentiment.py end to end against a real `tunery serve` (packaged SmolLM2):
-prepare, upload, a two-step job, the three-way evaluation; then `--job` re-evaluates that job."""
+prepare, upload, a two-step job, the three-way comparison as one eval with three runs
+(`client.evals`); then `--job` re-evaluates that job."""
 
 import csv
 import json
@@ -53,21 +54,26 @@ def test_sentiment_case_study_runs_end_to_end_and_reuses_a_job(tmp_path):
         results = json.loads((tmp_path / "run" / "results.json").read_text())
         job = results["job"]
         assert job["status"] == "succeeded" and job["fine_tuned_model"].startswith("ft:")
-        runs = {(r["model"], r["few_shot"]) for r in results["evaluation"]["results"]}
+        results_ = results["eval"]["results"]
+        runs = {(r["model"], r["few_shot"]) for r in results_}
         assert runs == {("SmolLM2-135M-Instruct", 0), ("SmolLM2-135M-Instruct", 2), (job["fine_tuned_model"], 0)}
         truth = [row["label"].strip() for row in csv.DictReader((tmp_path / "run" / "dev.csv").open(encoding="utf-8"))]
-        for r in results["evaluation"]["results"]:
+        for r in results_:
             got = {k: float("nan") if r[k] is None else r[k] for k in EXPECTED_KEYS}  # no MAE when every answer is invalid
             assert got == pytest.approx(expected_metrics(r["labels"], r["confusion_matrix"], truth), rel=1e-12, nan_ok=True)
-            assert r["loss"] > 0
-        assert "<html" in (tmp_path / "run" / "report.html").read_text().lower()
+            # The eval's string_check passes answers that are exactly their label; the metrics also read
+            # "The rating is 3." as 3, so they count at least as many correct answers.
+            assert r["result_counts"]["passed"] <= sum(row[i] for i, row in enumerate(r["confusion_matrix"]))
+            assert r["result_counts"]["total"] == len(truth) and r["report_url"].endswith(f"/runs/{r['run_id']}/report")
+        for n in (1, 2, 3):
+            assert "<html" in (tmp_path / "run" / f"report_{n}.html").read_text().lower()
         assert "Majority class share" in out.stdout
 
         again = run_script(server, key, tmp_path / "again", "--job", job["id"])
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"reusing {job['id']}" in again.stdout and "1. tunery prepare" not in again.stdout
         reused = json.loads((tmp_path / "again" / "results.json").read_text())
-        assert [r["accuracy"] for r in reused["evaluation"]["results"]] == [r["accuracy"] for r in results["evaluation"]["results"]]
+        assert [r["accuracy"] for r in reused["eval"]["results"]] == [r["accuracy"] for r in results_]
 
         missing = run_script(server, key, tmp_path / "missing", "--job", "ftjob-doesnotexist")
         assert missing.returncode == 1 and missing.stderr.startswith("--job ftjob-doesnotexist:") and "Traceback" not in missing.stderr

@@ -18,11 +18,11 @@ What keeps it bounded (and what is therefore not fuzzed):
 - `tunery serve --no-worker`: a created job stays queued; no training starts. Training is not in
   the request path (the worker picks jobs up), and it has its own tests.
 - `tests/fuzz_hooks.py` caps every token count the fuzzer may choose (`max_tokens`,
-  `max_completion_tokens`, an evaluation's `max_tokens` and `limit`), so a chat, completion or
-  evaluation that the fuzzer makes valid generates a few tokens only; a request without
+  `max_completion_tokens`, an eval run's `sampling_params.max_completion_tokens`), so a chat,
+  completion or eval run that the fuzzer makes valid generates a few tokens only; a request without
   `max_tokens` gets the cap too (the server's default is tested with its setting).
 - A fixed number of examples per operation and phase, a fixed seed, deterministic generation.
-Real objects (files, a queued job, a legacy fine-tune, an upload, a finished evaluation) are
+Real objects (files, a queued job, a legacy fine-tune, an upload) are
 created first and their ids offered to the fuzzer, so it reaches past "not found"; the file the
 fuzzer may delete is a spare one.
 
@@ -36,7 +36,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -67,17 +66,6 @@ def _upload(client: httpx.Client, name: str, records: list[dict]) -> str:
     return r.json()["id"]
 
 
-def _wait_for(client: httpx.Client, path: str, status: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(path).json()
-        if body["status"] == status:
-            return
-        assert body["status"] not in ("failed", "error"), body
-        time.sleep(0.5)
-    raise AssertionError(f"{path} did not become {status}: {body}")
-
-
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
     """A server of its own (no worker) with one object of each kind; `ids` names them."""
@@ -95,12 +83,10 @@ def fuzzed(tmp_path_factory):
             job = c.post("/fine_tuning/jobs", json={"model": ALIAS, "training_file": ids["files"][0]})
             legacy = c.post("/fine-tunes", json={"model": "curie", "training_file": ids["files"][1]})
             upload = c.post("/uploads", json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 64, "mime_type": "text/jsonl"})
-            evaluation = c.post("/evaluations", json={"models": [PACKAGED], "file": ids["files"][1], "limit": 2, "max_tokens": 4})
-            for r in (job, legacy, upload, evaluation):
+            for r in (job, legacy, upload):
                 assert r.status_code == 200, r.text
             ids.update(jobs=[job.json()["id"]], fine_tunes=[legacy.json()["id"]], uploads=[upload.json()["id"]],
-                       evaluations=[evaluation.json()["id"]], models=[PACKAGED, ALIAS])
-            _wait_for(c, f"/evaluations/{ids['evaluations'][0]}", "succeeded")
+                       models=[PACKAGED, ALIAS])
         yield server, ids
     finally:
         process.stop()
@@ -118,11 +104,10 @@ def _toml(value) -> str:
 def config(ids: dict, *, mode: str, examples: int, prefix: str = "/v1") -> str:
     """A schemathesis.toml: the run's settings and where the fuzzer may use the real ids."""
     bindings = {
-        "body.model": ("models", 0.7), "body.models[*]": ("models", 0.7), "path.model": ("models", 0.5),
-        "body.training_file": ("files", 0.7), "body.validation_file": ("files", 0.3), "body.file": ("files", 0.7),
-        "body.few_shot_file": ("files", 0.3), "path.file_id": ("files", 0.7),
+        "body.model": ("models", 0.7), "path.model": ("models", 0.5),
+        "body.training_file": ("files", 0.7), "body.validation_file": ("files", 0.3), "path.file_id": ("files", 0.7),
         "path.fine_tuning_job_id": ("jobs", 0.7), "path.fine_tune_id": ("fine_tunes", 0.7),
-        "path.upload_id": ("uploads", 0.7), "path.evaluation_id": ("evaluations", 0.7),
+        "path.upload_id": ("uploads", 0.7),
     }
     lines = [
         f"hooks = {_toml(str(HOOKS))}",

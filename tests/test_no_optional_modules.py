@@ -14,7 +14,8 @@ CREATE_TABLES = "from tunery.store.db import Database; Database('sqlite://').cre
 @pytest.mark.parametrize(
     ("start", "missing"),
     [
-        (START_APP, "tunery.api.routes.evaluations"),
+        (START_APP, "tunery.api.routes.evals"),
+        (START_APP, "tunery.api.routes.graders"),
         (START_APP, "tunery.jobs.worker"),
         (START_APP, "tunery.store.validation"),
         (START_APP, "tunery.jobs.models"),
@@ -40,7 +41,7 @@ def test_every_router_and_command_is_mounted():
 
     paths = set(create_app().openapi()["paths"])
     for path in ("/v1/files", "/v1/uploads", "/v1/models", "/v1/fine_tuning/jobs", "/v1/fine-tunes", "/v1/chat/completions",
-                 "/v1/completions", "/v1/evaluations"):
+                 "/v1/completions", "/v1/evals", "/v1/evals/{eval_id}/runs", "/v1/fine_tuning/alpha/graders/run"):
         assert path in paths, path
     names = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
     assert {"prepare", "train", "serve", "files", "jobs", "chat", "eval"} <= names, names

@@ -7,9 +7,10 @@
 Steps: `tunery prepare` turns ../shared/data/sst5 train.csv and dev.csv into chat data (a fixed
 system prompt, the review as the user message, the label 0-4 as the answer); both are uploaded;
 a fine-tuning job trains on train with dev as its validation file while a progress bar follows
-it; then one evaluation (POST /v1/evaluations, the serving path the API uses) scores the base
-model zero-shot and 5-shot and the fine-tuned model on dev, prints the comparison and saves the
-HTML report. `--train-limit`, `--dev-limit` and `--max-steps` make a quick run; `--job ID`
+it; then one eval (`client.evals`, OpenAI's Evals API: the dev reviews uploaded as an `evals`
+file, a `string_check` of the answer against the label) runs the base model zero-shot and 5-shot
+and the fine-tuned model on dev, prints the comparison (Tunery's run metrics: accuracy, F1, MAE,
+confusion matrix) and saves each run's HTML report. `--train-limit`, `--dev-limit` and `--max-steps` make a quick run; `--job ID`
 evaluates a job that already ran (its training and validation files) instead of training again.
 """
 
@@ -88,20 +89,57 @@ def follow(client: OpenAI, job_id: str):
             time.sleep(2)
 
 
-def evaluate(client: OpenAI, body: dict) -> dict:
-    """POST /v1/evaluations and wait for it (Tunery's own endpoint: the SDK's generic post/get)."""
+def eval_file(client: OpenAI, dev_file_id: str, work: Path):
+    """The dev reviews as Evals items `{review, label}`, from the uploaded chat file, uploaded as an `evals` file."""
+    items = []
+    for line in client.files.content(dev_file_id).text.splitlines():
+        if line.strip():
+            messages = json.loads(line)["messages"]
+            items.append({"item": {"review": messages[-2]["content"], "label": messages[-1]["content"]}})
+    path = work / "dev_items.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in items), encoding="utf-8")
+    return client.files.create(file=open(path, "rb"), purpose="evals"), len(items)
+
+
+def pick_shots(client: OpenAI, train_file_id: str, k: int, seed: int = 0) -> list[dict]:
+    """k solved examples from the training file, one per class in turn (seeded), as chat turns."""
+    by_label: dict[str, list[str]] = {label: [] for label in LABELS}
+    for line in client.files.content(train_file_id).text.splitlines():
+        if line.strip():
+            messages = json.loads(line)["messages"]
+            if messages[-1]["content"] in by_label:
+                by_label[messages[-1]["content"]].append(messages[-2]["content"])
+    rng = random.Random(seed)
+    for reviews in by_label.values():
+        rng.shuffle(reviews)
+    shots, turn = [], 0
+    while len(shots) < k and any(by_label.values()):
+        label = LABELS[turn % len(LABELS)]
+        if by_label[label]:
+            shots += [{"role": "user", "content": by_label[label].pop()}, {"role": "assistant", "content": label}]
+        turn += 1
+    return shots[: 2 * k]
+
+
+def run_eval(client: OpenAI, eval_id: str, file_id: str, total: int, model: str, shots: list[dict]):
+    """One eval run (greedy, at most 8 new tokens) followed with a progress bar; returns the finished run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    evaluation = client.post("/evaluations", body=body, cast_to=object)
-    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        task = bar.add_task("eval", total=evaluation["progress"]["total"])
-        while evaluation["status"] in ("queued", "running"):
+    name = model + (f" ({len(shots) // 2}-shot)" if shots else " (zero-shot)")
+    template = [{"role": "system", "content": SYSTEM}, *shots, {"role": "user", "content": "{{item.review}}"}]
+    run = client.evals.runs.create(eval_id, name=name, metadata={"few_shot": str(len(shots) // 2)}, data_source={
+        "type": "completions", "model": model, "source": {"type": "file_id", "id": file_id},
+        "input_messages": {"type": "template", "template": template},
+        "sampling_params": {"temperature": 0, "max_completion_tokens": 8}})
+    with Progress(TextColumn(name), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task("eval", total=total)
+        while run.status in ("queued", "in_progress"):
             time.sleep(2)
-            evaluation = client.get(f"/evaluations/{evaluation['id']}", cast_to=object)
-            bar.update(task, completed=evaluation["progress"]["completed"])
-    if evaluation["status"] != "succeeded":
-        raise SystemExit(f"evaluation failed: {evaluation['error']['message']}")
-    return evaluation
+            run = client.evals.runs.retrieve(run.id, eval_id=eval_id)
+            bar.update(task, completed=run.result_counts.total)
+    if run.status != "completed":
+        raise SystemExit(f"eval run {run.id} {run.status}: {run.error.message if run.error else ''}")
+    return run
 
 
 def fine_tune(client: OpenAI, args, work: Path):
@@ -165,23 +203,37 @@ def main() -> None:
     print(f"   {job.fine_tuned_model}: {job.trained_tokens:,} trained tokens in {seconds / 60:.1f} min (queue to finish), "
           f"hyperparameters {job.hyperparameters.model_dump()}")
 
-    print("4. evaluate on dev: base zero-shot and few-shot, fine-tuned")
-    evaluation = evaluate(client, {"models": [args.model, job.fine_tuned_model], "file": dev_file.id,
-                                   "few_shot": [0, args.few_shot], "few_shot_file": train_file.id,
-                                   "task": "classification", "labels": LABELS})
-    report = client.get(f"/evaluations/{evaluation['id']}/report", cast_to=httpx.Response).text
-    (work / "report.html").write_text(report, encoding="utf-8")
-    summary = {"job": job.model_dump(mode="json"), "evaluation": evaluation,
+    print("4. evaluate on dev (client.evals): base zero-shot and few-shot, fine-tuned")
+    items_file, total = eval_file(client, dev_file.id, work)
+    ev = client.evals.create(
+        name="sst5 dev", metadata={"job": job.id},
+        data_source_config={"type": "custom", "include_sample_schema": True, "item_schema": {
+            "type": "object", "properties": {"review": {"type": "string"}, "label": {"type": "string"}}, "required": ["review", "label"]}},
+        testing_criteria=[{"type": "string_check", "name": "label", "input": "{{sample.output_text}}", "reference": "{{item.label}}",
+                           "operation": "eq"}])
+    print(f"   {ev.id} on {items_file.id} ({total} reviews)")
+    shots = pick_shots(client, train_file.id, args.few_shot)
+    results, reports = [], []
+    for model, k_shots in ((args.model, []), (args.model, shots), (job.fine_tuned_model, [])):
+        run = run_eval(client, ev.id, items_file.id, total, model, k_shots)
+        # Tunery extension: the run's task metrics (accuracy, F1, MAE, confusion matrix) from its items.
+        metrics = client.get(f"/evals/{ev.id}/runs/{run.id}/metrics", cast_to=object, options={"params": {"labels": ",".join(LABELS)}})["metrics"]
+        results.append({"model": model, "few_shot": len(k_shots) // 2, "run_id": run.id, "report_url": run.report_url,
+                        "result_counts": run.result_counts.model_dump(), **metrics})
+        page = client.get(f"/evals/{ev.id}/runs/{run.id}/report", cast_to=httpx.Response).text
+        reports.append(work / f"report_{len(reports) + 1}.html")
+        reports[-1].write_text(page, encoding="utf-8")
+    summary = {"job": job.model_dump(mode="json"), "eval": {"id": ev.id, "file": items_file.id, "results": results},
                "openai_cost_usd": {name: round(job.trained_tokens / 1000 * price, 2) for name, price in PRICES.items()}}
     (work / "results.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
 
     print(f"\n{'model':<58} {'n':>5} {'accuracy':>9} {'macro-F1':>9} {'MAE':>6} {'invalid':>8}")
-    for r in evaluation["results"]:
+    for r in results:
         name = r["model"] + (f" ({r['few_shot']}-shot)" if r["few_shot"] else " (zero-shot)")
         print(f"{name:<58} {r['n']:>5} {r['accuracy']:>9.1%} {r['macro_f1']:>9.3f} {r['mae'] if r['mae'] is not None else float('nan'):>6.3f} {r['invalid']:>8}")
     print(f"\nMajority class share on this dev set: {max(r['per_class'][c]['support'] for c in r['labels']) / r['n']:.1%}")
     print("What OpenAI would charge to train on the same tokens: " + ", ".join(f"{k} ${v:,.2f}" for k, v in summary["openai_cost_usd"].items()))
-    print(f"Report: {work / 'report.html'} · all numbers: {work / 'results.json'}")
+    print(f"Reports: {', '.join(map(str, reports))} · all numbers: {work / 'results.json'}")
 
 
 if __name__ == "__main__":

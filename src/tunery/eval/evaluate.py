@@ -1,18 +1,16 @@
-"""An evaluation: several models (and few-shot settings) on one data set, shared by the CLI and the API."""
+"""What `tunery eval` runs: several models (and few-shot settings) on one data set (`Plan`), each run an Evals run (`tunery.eval.local_runs`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tunery.eval.dataset import EvalError, Example
-from tunery.eval.fewshot import select_shots
 from tunery.eval.labels import label_order
-from tunery.eval.runner import Progress, evaluate_served
 from tunery.eval.sources import EvalModel
 from tunery.eval.tasks import Task, infer_task
 
-# What `--json` and the API return per run, in this order; the rest (per_class, confusion_matrix,
+# What `--json` returns per run, in this order; the rest (per_class, confusion_matrix,
 # labels) follows for classification.
 HEADLINE = ("model", "few_shot", "task", "n", "accuracy", "macro_f1", "weighted_f1", "invalid", "mae", "rmse",
             "exact_match", "normalized_match", "rouge_l", "token_f1", "loss", "perplexity", "seconds")
@@ -67,27 +65,6 @@ def make_plan(models: list[EvalModel], examples: list[Example], task: str | None
     if shots_pool and shots_pool[0].kind != examples[0].kind:
         raise EvalError(f"the few-shot file holds {shots_pool[0].kind} records but the data is {examples[0].kind} records")
     return Plan(models, examples, resolved, few_shot, list(shots_pool), **options)
-
-
-def run_plan(plan: Plan, registry, on_run: Callable[[str, int], None] | None = None, progress: Progress | None = None) -> tuple[list[dict], list[dict]]:
-    """(one result per run, one answer record per run and example). `on_run(name, total_steps)` is
-    called before each run; `progress(k)` as examples finish."""
-    results, answers = [], []
-    for model, k in plan.runs():
-        name = model.name + (f" ({k}-shot)" if k else "")
-        if on_run is not None:
-            on_run(name, plan.steps_per_run)
-        served = registry.get(model.source)
-        shots = select_shots(plan.shots_pool, k, plan.task.labels, plan.seed) if k else []
-        result, texts = evaluate_served(served, plan.examples, plan.task, shots, plan.max_tokens, plan.temperature,
-                                        plan.seed if plan.temperature > 0 else None, plan.with_loss, progress)
-        predictions = result.pop("predictions", None)
-        result.update(model=model.name, name=name, few_shot=k, metrics_csv=str(model.metrics_csv) if model.metrics_csv else None)
-        results.append(ordered(result))
-        for i, (example, text) in enumerate(zip(plan.examples, texts)):
-            answers.append({"model": model.name, "few_shot": k, "line": example.line, "reference": example.reference, "answer": text,
-                            **({"prediction": predictions[i]} if predictions is not None else {})})
-    return results, answers
 
 
 def ordered(result: dict) -> dict:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from tunery.eval.dataset import CHAT, EvalError, Example
 from tunery.eval.fewshot import few_shot_prompt
-from tunery.eval.scoring import score_answers
 from tunery.eval.tasks import Task
 from tunery.serve.chat import ChatError, render_chat
 from tunery.serve.registry import Served
@@ -152,31 +150,3 @@ def label_probabilities(served: Served, example: Example, answers: Sequence[str]
     top = max(logps)
     weights = [math.exp(lp - top) for lp in logps]
     return [w / sum(weights) for w in weights]
-
-
-def evaluate_served(
-    served: Served,
-    examples: Sequence[Example],
-    task: Task,
-    shots: Sequence[Example] = (),
-    max_tokens: int | None = None,
-    temperature: float = 0.0,
-    seed: int | None = None,
-    with_loss: bool = True,
-    progress: Progress | None = None,
-) -> tuple[dict, list[str]]:
-    """(metrics, answers) of one served model on `examples`."""
-    started = time.perf_counter()
-    prompts = [prompt_ids(served, e, shots) for e in examples]
-    if max_tokens is None:
-        max_tokens = default_max_tokens(served, examples, task)
-    check_context(served, examples, prompts, max_tokens)
-    answers = generate_answers(served, prompts, max_tokens, temperature, seed, progress=progress)
-    generated = time.perf_counter()
-    result = score_answers([e.reference for e in examples], answers, task)
-    result.update(task=task.name, few_shot=len(shots), max_tokens=max_tokens, prompt_tokens=sum(map(len, prompts)),
-                  seconds=generated - started)
-    if with_loss:
-        result.update(reference_loss(served, examples, shots, progress=progress))
-        result["loss_seconds"] = time.perf_counter() - generated
-    return result, answers

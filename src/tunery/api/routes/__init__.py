@@ -9,7 +9,6 @@ from tunery.api.routes import (
     chat,
     completions,
     evals,
-    evaluations,
     files,
     fine_tunes,
     fine_tuning,
@@ -18,4 +17,4 @@ from tunery.api.routes import (
     uploads,
 )
 
-ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evaluations, evals, graders)
+ROUTERS = (files, uploads, models, fine_tuning, fine_tunes, chat, completions, evals, graders)

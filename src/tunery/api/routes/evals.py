@@ -14,12 +14,15 @@ from sqlalchemy import select
 
 from tunery.api import inference as inf
 from tunery.api.auth import current_project, get_store
-from tunery.api.errors import APIError, not_found
+from tunery.api.errors import APIError, invalid_request, not_found
 from tunery.api.protocol.evals import EvalListPage, eval_object, item_object, run_object
 from tunery.eval import evals_config as cfg
 from tunery.eval.run_metrics import run_metrics, task_from
 from tunery.eval.run_report import render_run_report
 from tunery.eval.runs import normalize_data_source
+from tunery.eval.tasks import MAX_CLASSES as MAX_LABELS
+from tunery.eval.labels import numeric_labels
+from tunery.eval.tasks import Task
 from tunery.store import evals as repo
 from tunery.store.db import keyset_page, now
 
@@ -225,13 +228,23 @@ def run_report(eval_id: str, run_id: str, project=Depends(current_project), stor
 
 
 @router.get("/evals/{eval_id}/runs/{run_id}/metrics")
-def run_metrics_view(eval_id: str, run_id: str, project=Depends(current_project), store=Depends(get_store)):
+def run_metrics_view(eval_id: str, run_id: str, labels: str | None = None, project=Depends(current_project),
+                     store=Depends(get_store)):
     """Tunery extension: the run's task metrics (`tunery.eval.run_metrics`) as JSON, the numbers
-    the report page shows; `metrics` is null when no criterion names a reference."""
+    the report page shows; `metrics` is null when no criterion names a reference. `labels`
+    (comma-separated) fixes the classes, for a sample whose references do not show every class."""
+    fixed = None
+    if labels is not None:
+        names = list(dict.fromkeys(x.strip() for x in labels.split(",") if x.strip()))
+        if not names or len(names) > MAX_LABELS:
+            raise invalid_request(f"Invalid value for 'labels': expected 1 to {MAX_LABELS} comma-separated labels.", "labels")
+        fixed = Task("classification", names, numeric_labels(names) is not None)
     with store.db.session_scope() as s:
         run = _run(s, project.id, eval_id, run_id)
         record = _eval(s, project.id, eval_id)
-        metrics = run_metrics(record.testing_criteria, repo.run_items(s, run_id), task_from((run.report or {}).get("task")))
+        metrics = run_metrics(record.testing_criteria, repo.run_items(s, run_id), fixed or task_from((run.report or {}).get("task")))
         if metrics is not None:
             metrics.pop("predictions", None)
+            if fixed is not None and metrics.get("labels") != fixed.labels:
+                raise invalid_request("Invalid value for 'labels': some references of this run are not among the labels.", "labels")
         return {"object": "eval.run.metrics", "eval_id": eval_id, "run_id": run_id, "status": run.status, "metrics": metrics}
