@@ -209,6 +209,8 @@ def test_a_python_criterion_runs_in_the_sandbox_and_its_source_is_kept_as_sent(o
     assert run.result_counts.to_dict() == {"total": 2, "errored": 0, "failed": 1, "passed": 1}
     items = openai_client.evals.runs.output_items.list(run.id, eval_id=ev.id, order="asc")
     assert [(i.datasource_item_id, i.results[0].score) for i in items.data] == [(0, 1.0), (1, 0.0)]
+
+
 def test_run_metrics_in_json_and_report(openai_client, api_server):
     """The task metrics of a jsonl run, worked out by hand: truth pos,pos,neg,neg,pos; answers
     pos,neg,neg,(invalid),pos; labels in order neg, pos."""
@@ -232,6 +234,14 @@ def test_run_metrics_in_json_and_report(openai_client, api_server):
     assert "<h2>Metrics</h2>" in html and "60.0%" in html and "0.650" in html
     assert "<tr><th>neg</th><td>1</td><td>0</td><td>1</td></tr><tr><th>pos</th><td>1</td><td>2</td><td>0</td></tr>" in html
     assert "banana &lt;script&gt;" in html and "<script>" not in html
+    # ?labels= fixes the classes (a class no reference shows still gets its row); bad ones are a 400.
+    url = f"{api_server.base_url}/evals/{ev.id}/runs/{run.id}/metrics"
+    fixed = httpx.get(url, params={"labels": "neg,pos,neutral"}, headers=headers).json()["metrics"]
+    assert fixed["labels"] == ["neg", "pos", "neutral"] and fixed["confusion_matrix"][2] == [0, 0, 0, 0]
+    assert fixed["accuracy"] == pytest.approx(0.6)
+    for labels in ("pos", ",", ",".join(str(i) for i in range(51))):
+        r = httpx.get(url, params={"labels": labels}, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "labels", (labels, r.text)
 
 
 def test_run_metrics_are_null_without_a_reference_criterion(openai_client, api_server):

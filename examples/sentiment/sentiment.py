@@ -113,12 +113,12 @@ def pick_shots(client: OpenAI, train_file_id: str, k: int, seed: int = 0) -> lis
     for reviews in by_label.values():
         rng.shuffle(reviews)
     shots, turn = [], 0
-    while len(shots) < k and any(by_label.values()):
+    while len(shots) < 2 * k and any(by_label.values()):  # two turns per shot
         label = LABELS[turn % len(LABELS)]
         if by_label[label]:
             shots += [{"role": "user", "content": by_label[label].pop()}, {"role": "assistant", "content": label}]
         turn += 1
-    return shots[: 2 * k]
+    return shots
 
 
 def run_eval(client: OpenAI, eval_id: str, file_id: str, total: int, model: str, shots: list[dict]):
