@@ -471,6 +471,34 @@ def test_tunery_home_and_given_paths_are_hidden(monkeypatch):
 
 
 @pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no user-owned mount namespace here")
+def test_a_hidden_path_holding_the_python_environment_stays_visible(tmp_path, caplog):
+    """A checkout or virtualenv under /tmp (a hidden socket directory) must not hide the grader's own
+    site-packages: such a path is kept visible (read-only) and logged; a sibling stays hidden."""
+    import numpy  # noqa: F401 - the test needs an installed package to import in the grader
+
+    env_parent = os.path.dirname(os.path.realpath(sys.prefix))
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "keys").write_text("keys")
+    source = f"""
+    import numpy
+    def grade(sample, item):
+        try:
+            return float(open({str(secret / "keys")!r}).read() == "keys")
+        except OSError:
+            return 0.5
+    """
+    limits = sandbox.Limits(timeout=5, hidden_paths=(env_parent, str(secret)))
+    hidden, kept = sandbox.hidden_paths(limits)
+    assert kept == [env_parent] and hidden == [str(secret.resolve())]
+    with caplog.at_level("WARNING", logger="tunery.graders"):
+        sandbox._warn_kept.cache_clear()
+        (result,) = run(source, rows("a"), limits)
+    assert clean(result) == 0.5  # numpy imported; the sibling secret stayed hidden
+    assert env_parent in caplog.text and "not hidden" in caplog.text
+
+
+@pytest.mark.skipif(not sandbox.readonly_filesystem(), reason="no user-owned mount namespace here")
 def test_unix_sockets_in_the_hidden_socket_directories_cannot_be_reached():
     # A read-only mount does not stop connect() on a socket file (a database's peer-auth socket).
     where = tempfile.mkdtemp(dir="/var/tmp")

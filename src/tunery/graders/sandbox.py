@@ -110,6 +110,39 @@ def default_hidden_paths() -> tuple[str, ...]:
     return tuple(unique)
 
 
+@functools.cache
+def _environment_paths() -> tuple[str, ...]:
+    """The directories the grader's Python itself needs: its prefixes, every directory on
+    sys.path (site-packages, an editable install's source) and this package (the child script)."""
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).resolve().parent),
+             *(p for p in sys.path if p and os.path.isdir(p))]
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in paths))
+
+
+def hidden_paths(limits: Limits = Limits()) -> tuple[list[str], list[str]]:
+    """(hidden, kept visible): a path to hide that holds the Python environment (a checkout or
+    virtualenv under /tmp, say) stays visible, read-only, or the grader could not even import
+    the standard library's site-packages; the caller logs what was kept."""
+    wanted = default_hidden_paths() if limits.hidden_paths is None else limits.hidden_paths
+    hidden, kept = [], []
+    for path in dict.fromkeys(os.path.realpath(os.path.expanduser(p)) for p in wanted):
+        inside = path.rstrip("/") + "/"
+        needed = any(env == path or env.startswith(inside) for env in _environment_paths())
+        (kept if needed else hidden).append(path)
+    if kept:
+        _warn_kept(tuple(kept))
+    return hidden, kept
+
+
+@functools.cache
+def _warn_kept(kept: tuple[str, ...]) -> None:
+    import logging
+
+    logging.getLogger("tunery.graders").warning(
+        "python graders: %s not hidden from graders because Tunery's Python environment is inside; "
+        "install Tunery elsewhere to hide it", ", ".join(kept))
+
+
 def readonly_filesystem(limits: Limits = Limits()) -> bool:
     """Whether the child sees every mount read-only, with a tmpfs work directory (see the child)."""
     flags = namespaces(limits)
@@ -141,8 +174,7 @@ def _run_child(source: str, pairs: list, limits: Limits) -> list[Outcome]:
         # Needs a mount namespace owned by a user namespace: with real root the grader could undo it.
         "readonly_fs": readonly_filesystem(limits),
         "disk_bytes": limits.disk_bytes,
-        "hidden_paths": [os.path.realpath(p) for p in (
-            default_hidden_paths() if limits.hidden_paths is None else limits.hidden_paths)],
+        "hidden_paths": hidden_paths(limits)[0],
         # RLIMIT_NPROC is only meaningful in a fresh user namespace (see the child).
         "processes": limits.processes if prefix and "-r" in prefix else None}}
     with tempfile.TemporaryDirectory(prefix="tunery-pygrader-", ignore_cleanup_errors=True) as work, \
