@@ -1,0 +1,201 @@
+"""Direct preference optimization: what the DPO method adds to the supervised engine.
+
+Tokens: a preference record becomes two ordinary chat `Example`s, the input followed by the
+preferred output and the input followed by the non-preferred one, tokenized by the supervised
+`Tokenizer` (same template, same truncation from the end, same counting). Only the final assistant
+turn is weighted (its content and its end-of-turn token); assistant turns inside the input are
+context (weight 0). Both examples therefore start with the same prompt tokens, which the shared-prefix
+packing can hold once. The pair is stored as two consecutive examples of one `TokenStore` (chosen at
+2i, rejected at 2i+1), so the file stays on disk as supervised files do.
+
+Loss: TRL's default (sigmoid) DPO over SUMMED completion log-probabilities,
+`-logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))`, averaged over the pairs of a step.
+
+Reference: the log-probabilities of the starting model, computed once in a no-grad pass before the
+first step and cached (not recomputed every step). With LoRA the pass runs with the adapter
+disabled, so the reference is exactly the weights the adapter sits on (for an `ft:` starting model,
+that fine-tune merged into its base) and costs no second copy of the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from tunery.data.dpo import preference_outputs
+from tunery.data.formats import NAMES
+
+from .errors import TrainError
+from .packing import MIN_SHARED_PREFIX, MicroBatch, collate
+from .records import CHAT, PREFERENCE, Record
+from .tokenize import Example, TokenizedFile, TokenStore, Tokenizer
+
+DEFAULT_BETA = 0.1  # OpenAI's examples and TRL's default; OpenAI publishes no number for "auto"
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def _as_chat(record: Record, output: dict) -> Record:
+    """The input followed by one output, as a chat record training only that output."""
+    given = record.data["input"]
+    context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in given["messages"]]
+    answer = {k: v for k, v in output.items() if k != "weight"}  # the compared turn is always scored
+    return Record(record.line, CHAT, {"messages": context + [answer], "tools": given.get("tools")})
+
+
+def prompt_length(chosen: Example, rejected: Example) -> int:
+    """Tokens the two examples share before either's first scored token: the prompt."""
+    n = 0
+    limit = min(len(chosen), len(rejected))
+    while n < limit and chosen.input_ids[n] == rejected.input_ids[n] and chosen.weights[n] == 0 and rejected.weights[n] == 0:
+        n += 1
+    return n
+
+
+class PreferenceTokenizer(Tokenizer):
+    """Preference records -> (chosen, rejected) example pairs; `encode_all` stores them interleaved."""
+
+    def encode_pair(self, record: Record) -> tuple[Example, Example]:
+        if record.kind != PREFERENCE:
+            raise TrainError(
+                "invalid_training_file",
+                f"line {record.line}: method 'dpo' trains on preference records (input, preferred_output, non_preferred_output), not {NAMES[record.kind]} records",
+                "training_file",
+            )
+        preferred, non_preferred = preference_outputs(record.data)
+        return self.encode(_as_chat(record, preferred)), self.encode(_as_chat(record, non_preferred))
+
+    def _encode_into(self, result: TokenizedFile, records: Iterable[Record]) -> int:
+        # `truncated` counts pairs (either side cut); a pair with either output cut away entirely
+        # has nothing to compare and is dropped, its line reported like supervised drops.
+        n_records = 0
+        for record in records:
+            n_records += 1
+            chosen, rejected = self.encode_pair(record)
+            result.truncated += chosen.truncated or rejected.truncated
+            if not chosen.trained_tokens or not rejected.trained_tokens:
+                result.dropped.append(record.line)
+                continue
+            result.trained_tokens += chosen.trained_tokens + rejected.trained_tokens
+            result.examples.append(chosen)
+            result.examples.append(rejected)
+        return n_records
+
+
+def n_pairs(store: TokenStore) -> int:
+    return len(store) // 2
+
+
+def pair(store: TokenStore, i: int) -> tuple[Example, Example]:
+    return store[2 * i], store[2 * i + 1]
+
+
+# -- loss -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DPOOutput:
+    """Per-pair loss and implicit rewards (`beta * (policy - reference)` log-prob ratios)."""
+
+    losses: "torch.Tensor"
+    chosen_rewards: "torch.Tensor"
+    rejected_rewards: "torch.Tensor"
+
+    def metric_sums(self) -> dict[str, float]:
+        """Sums over the pairs (divide by the pair count for TRL's batch means)."""
+        chosen, rejected = self.chosen_rewards.detach(), self.rejected_rewards.detach()
+        return {
+            "rewards/chosen": float(chosen.sum()),
+            "rewards/rejected": float(rejected.sum()),
+            "rewards/accuracies": float((chosen > rejected).float().sum()),
+            "rewards/margins": float((chosen - rejected).sum()),
+        }
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> DPOOutput:
+    """Sigmoid DPO of summed completion log-probabilities (tensors of one value per pair)."""
+    import torch.nn.functional as F
+
+    chosen = beta * (policy_chosen - ref_chosen)
+    rejected = beta * (policy_rejected - ref_rejected)
+    return DPOOutput(-F.logsigmoid(chosen - rejected), chosen, rejected)
+
+
+# -- log-probabilities ------------------------------------------------------------------------
+
+
+@dataclass
+class PairBatch:
+    """Some pairs of a step in one micro-batch: `pairs` are their indices in the file; in the
+    micro-batch each pair is two examples (chosen, rejected), in that order."""
+
+    pairs: list[int]
+    mb: MicroBatch
+    counts: list[int]  # scored tokens of each example, in micro-batch order
+
+    def to(self, device) -> "PairBatch":
+        return PairBatch(self.pairs, self.mb.to(device), self.counts)
+
+
+def pair_batches(store: TokenStore, indices: list[int], budget: int, packed: bool, pad_id: int, min_prefix: int = MIN_SHARED_PREFIX) -> Iterator[PairBatch]:
+    """Micro-batches of whole pairs under the token budget (a pair over the budget runs alone):
+    a pair never straddles two micro-batches, so its loss is computed in one place."""
+    group: list[int] = []
+    load = 0
+    for i in indices:
+        size = store.lengths[2 * i] + store.lengths[2 * i + 1]
+        if group and load + size > budget:
+            yield _pair_batch(store, group, packed, pad_id, min_prefix)
+            group, load = [], 0
+        group.append(i)
+        load += size
+    if group:
+        yield _pair_batch(store, group, packed, pad_id, min_prefix)
+
+
+def _pair_batch(store: TokenStore, group: list[int], packed: bool, pad_id: int, min_prefix: int) -> PairBatch:
+    examples = [ex for i in group for ex in pair(store, i)]
+    # `collate` emits each example's labels in the order of `examples`, trained_tokens of them
+    # apiece (packed, shared-prefix and padded alike): that is what maps labels back to sequences.
+    return PairBatch(group, collate(examples, packed, pad_id, min_prefix), [ex.trained_tokens for ex in examples])
+
+
+def sequence_logps(model, batch: PairBatch):
+    """Summed log-probability of each pair's chosen and rejected completion: a [pairs, 2] tensor."""
+    import torch
+    import torch.nn.functional as F
+
+    from .modeling import label_logits
+
+    logits = label_logits(model, batch.mb)
+    token_logps = -F.cross_entropy(logits, batch.mb.targets, reduction="none")
+    counts = torch.tensor(batch.counts, device=token_logps.device)
+    owner = torch.repeat_interleave(torch.arange(len(batch.counts), device=token_logps.device), counts)
+    sums = torch.zeros(len(batch.counts), device=token_logps.device, dtype=token_logps.dtype).index_add(0, owner, token_logps)
+    return sums.view(-1, 2)
+
+
+def reference_logps(model, store: TokenStore, budget: int, packed: bool, pad_id: int, min_prefix: int = MIN_SHARED_PREFIX, device=None, autocast=None, check=None):
+    """[pairs, 2] summed log-probs of every pair under the reference: the model as it is now, with
+    a LoRA adapter switched off. One no-grad pass over the file; the caller caches the result."""
+    import contextlib
+
+    import torch
+    from peft import PeftModel
+
+    out = torch.zeros(n_pairs(store), 2, dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    adapter_off = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
+    try:
+        with torch.no_grad(), adapter_off, (autocast() if autocast else contextlib.nullcontext()):
+            for batch in pair_batches(store, list(range(n_pairs(store))), budget, packed, pad_id, min_prefix):
+                if check is not None:
+                    check()
+                if device is not None:
+                    batch = batch.to(device)
+                out[batch.pairs] = sequence_logps(model, batch).float().cpu()
+    finally:
+        model.train(was_training)
+    return out
