@@ -156,15 +156,21 @@ def all_logps(model, store, packed=True, min_prefix=16, budget=10_000):
     return out
 
 
-@pytest.mark.parametrize("packed, min_prefix, budget", [(True, 16, 10_000), (True, 0, 10_000), (False, 0, 10_000), (True, 16, 1)])
+@pytest.mark.parametrize("packed, min_prefix, budget", [(True, 16, 10_000), (True, 60, 10_000), (True, 0, 10_000), (False, 0, 10_000), (True, 16, 1)])
 def test_sequence_logps_equal_a_plain_forward_packed_shared_prefix_padded_or_one_pair_a_batch(store, packed, min_prefix, budget):
     model = tiny_llama(seed=1).eval()
     with torch.no_grad():
         expected = torch.tensor([[plain_logps(model, ex) for ex in pair(store, i)] for i in range(n_pairs(store))])
         got = all_logps(model, store, packed, min_prefix, budget)
-    if budget == 1:  # one pair a micro-batch: its prompt is held once for both outputs
+    if packed and min_prefix:  # each pair's prompt is run once for both outputs, several pairs a row or not
         batches = list(pair_batches(store, list(range(n_pairs(store))), budget, packed, 0, min_prefix))
-        assert all(b.mb.attention_mask is not None and b.mb.n_computed < b.mb.n_tokens for b in batches)
+        # (all of the prompt but its last token, which must sit in each output's own remainder:
+        # it predicts the output's first token)
+        # A prompt under min_prefix is not shared (min_prefix 60: the "Be brief." pair's).
+        shared = [prompt_length(*pair(store, i)) - 1 for i in range(n_pairs(store))]
+        saved = sum(n for n in shared if n >= min_prefix)
+        assert (min_prefix == 60) == (min(shared) < min_prefix)
+        assert sum(b.mb.n_tokens - b.mb.n_computed for b in batches) == saved
     assert torch.allclose(got, expected, atol=1e-4), (got, expected)
 
 

@@ -4,8 +4,8 @@ Tokens: a preference record becomes two ordinary chat `Example`s, the input foll
 preferred output and the input followed by the non-preferred one, tokenized by the supervised
 `Tokenizer` (same template, same truncation from the end, same counting). Only the final assistant
 turn is weighted (its content and its end-of-turn token); assistant turns inside the input are
-context (weight 0). Both examples therefore start with the same prompt tokens, which the shared-prefix
-packing can hold once. The pair is stored as two consecutive examples of one `TokenStore` (chosen at
+context (weight 0). Both examples therefore start with the same prompt tokens, which a packed row
+holds once for both (`packing.collate_segments`, one segment per pair). The pair is stored as two consecutive examples of one `TokenStore` (chosen at
 2i, rejected at 2i+1), so the file stays on disk as supervised files do.
 
 Loss: TRL's default (sigmoid) DPO over SUMMED completion log-probabilities,
@@ -26,7 +26,7 @@ from tunery.data.dpo import preference_outputs
 from tunery.data.formats import NAMES
 
 from .errors import TrainError
-from .packing import MIN_SHARED_PREFIX, MicroBatch, collate
+from .packing import MIN_SHARED_PREFIX, MicroBatch, collate, collate_segments, shared_prefix
 from .records import CHAT, PREFERENCE, Record
 from .tokenize import Example, TokenizedFile, TokenStore, Tokenizer
 
@@ -155,10 +155,18 @@ def pair_batches(store: TokenStore, indices: list[int], budget: int, packed: boo
 
 
 def _pair_batch(store: TokenStore, group: list[int], packed: bool, pad_id: int, min_prefix: int) -> PairBatch:
-    examples = [ex for i in group for ex in pair(store, i)]
-    # `collate` emits each example's labels in the order of `examples`, trained_tokens of them
-    # apiece (packed, shared-prefix and padded alike): that is what maps labels back to sequences.
-    return PairBatch(group, collate(examples, packed, pad_id, min_prefix), [ex.trained_tokens for ex in examples])
+    pairs = [pair(store, i) for i in group]
+    examples = [ex for p in pairs for ex in p]
+    # Packed with shared prefixes: each pair's prompt once, both outputs attending to it (a row
+    # of one segment per pair). A prompt shorter than `min_prefix` is not worth an explicit mask;
+    # when no pair's is, the plain packed row does. Every collate emits each example's labels in
+    # the order of `examples`, trained_tokens of them apiece: that maps labels back to sequences.
+    prefixes = [shared_prefix(list(p)) if packed and min_prefix > 0 else 0 for p in pairs]
+    if any(n >= min_prefix for n in prefixes) and packed and min_prefix > 0:
+        mb = collate_segments([(n if n >= min_prefix else 0, list(p)) for n, p in zip(prefixes, pairs)])
+    else:
+        mb = collate(examples, packed, pad_id, min_prefix)
+    return PairBatch(group, mb, [ex.trained_tokens for ex in examples])
 
 
 def sequence_logps(model, batch: PairBatch):
