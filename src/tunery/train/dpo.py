@@ -26,11 +26,10 @@ from tunery.data.dpo import preference_outputs
 from tunery.data.formats import NAMES
 
 from .errors import TrainError
+from .loop import Trainer  # loop imports this module only when a run is DPO: no cycle
 from .packing import MIN_SHARED_PREFIX, MicroBatch, collate, collate_segments, shared_prefix
 from .records import CHAT, PREFERENCE, Record
 from .tokenize import Example, TokenizedFile, TokenStore, Tokenizer
-
-DEFAULT_BETA = 0.1  # OpenAI's examples and TRL's default; OpenAI publishes no number for "auto"
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -207,3 +206,84 @@ def reference_logps(model, store: TokenStore, budget: int, packed: bool, pad_id:
     finally:
         model.train(was_training)
     return out
+
+
+# -- the method in the training loop ----------------------------------------------------------
+
+
+class DPOTrainer(Trainer):
+    """The supervised loop with DPO's units (pairs), step, validation and metrics."""
+
+    tokenizer_class = PreferenceTokenizer
+    unit = "pair"
+    csv_columns = {"step": "step", "train_loss": "train_loss", "valid_loss": "valid_loss",
+                   **{k: k for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")}}
+    valid_keys = ("valid_loss", *(f"valid_{k}" for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")))
+
+    def count(self, data: TokenizedFile) -> int:
+        return n_pairs(data.examples)
+
+    def unit_tokens(self, i: int) -> int:
+        return self.train.examples.lengths[2 * i] + self.train.examples.lengths[2 * i + 1]
+
+    def reference(self, data: TokenizedFile):
+        return reference_logps(self.model, data.examples, self.budget, self.packed, self.pad_id, self.min_prefix,
+                               self.device, self.autocast, self.control.check_cancel)
+
+    def resume_state(self) -> int:
+        import time
+
+        self.ref_train = self.ref_valid = None
+        start = super().resume_state()
+        if self.ref_train is None:
+            # Before any step: the weights are the starting model's (a full run has no other copy).
+            started = time.perf_counter()
+            self.ref_train = self.reference(self.train)
+            self.ref_valid = self.reference(self.valid) if self.valid is not None else None
+            pairs = self.n_train + (self.count(self.valid) if self.valid is not None else 0)
+            self.events.emit("message", f"Reference log-probabilities of {pairs} pairs computed once ({time.perf_counter() - started:.1f} s)", {"pairs": pairs})
+        return start
+
+    def extra_state(self) -> dict:
+        # A full run's reference weights are gone once it has stepped: a resumed run reads the cache.
+        return {"ref_train": self.ref_train, "ref_valid": self.ref_valid}
+
+    def restore_state(self, state: dict) -> None:
+        self.ref_train, self.ref_valid = state.get("ref_train"), state.get("ref_valid")
+
+    def _losses(self, store: TokenStore, ref, indices: list[int]):
+        """(DPOOutput, micro-batch) for each micro-batch of the pairs `indices`, as they are computed."""
+        for batch in pair_batches(store, indices, self.budget, self.packed, self.pad_id, self.min_prefix):
+            self.control.check_cancel()
+            batch = batch.to(self.device)
+            with self.autocast():
+                logps = sequence_logps(self.model, batch)
+            r = ref[batch.pairs].to(self.device)
+            yield dpo_loss(logps[:, 0], logps[:, 1], r[:, 0], r[:, 1], self.hp.beta), batch.mb
+
+    def step(self, indices: list[int]) -> tuple[dict, int, int]:
+        # The loss of a step is the mean over its pairs, however they are split into micro-batches.
+        sums = dict.fromkeys(("train_loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"), 0.0)
+        tokens = computed = 0
+        for out, mb in self._losses(self.train.examples, self.ref_train, indices):
+            (out.losses.sum() / len(indices)).backward()
+            sums["train_loss"] += float(out.losses.detach().sum())
+            for k, v in out.metric_sums().items():
+                sums[k] += v
+            tokens, computed = tokens + mb.n_tokens, computed + mb.n_computed
+        self.optimizer_step()
+        return {k: v / len(indices) for k, v in sums.items()}, tokens, computed
+
+    def validate(self, indices: list[int] | None, prefix: str = "valid") -> dict:
+        import torch
+
+        indices = list(range(self.count(self.valid))) if indices is None else indices
+        sums = dict.fromkeys(("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"), 0.0)
+        self.model.eval()
+        with torch.no_grad():
+            for out, _ in self._losses(self.valid.examples, self.ref_valid, indices):
+                sums["loss"] += float(out.losses.sum())
+                for k, v in out.metric_sums().items():
+                    sums[k] += v
+        self.model.train()
+        return {f"{prefix}_{k}": v / len(indices) for k, v in sums.items()}
