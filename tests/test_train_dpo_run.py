@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from tunery.train import TrainConfig, run
+from tunery.train.control import Control
 from tunery.train.tiny import save_tiny_model
 
 torch = pytest.importorskip("torch")
@@ -160,3 +161,34 @@ def test_tunery_train_method_dpo_on_the_command_line(tmp_path, model_dir):
     assert bad.returncode == 2 and "--weights" in bad.stderr
     clash = subprocess.run([*cmd[:9], "--method", "full", "--weights", "lora"], capture_output=True, text=True, env=env, timeout=120)
     assert clash.returncode == 2 and "contradicts" in clash.stderr
+
+
+def test_full_fine_tuning_dpo_keeps_its_reference_in_the_checkpoint(tmp_path, model_dir):
+    """Full weights have no adapter to switch off: the reference exists only as the cache computed
+    before step 1, so a resumed run must read it back; recomputing it would score against the
+    already-updated weights and change the result."""
+    import torch
+
+    kw = dict(method="full", n_epochs=2, batch_size=3, learning_rate_multiplier=1000)
+    whole = run(config(tmp_path / "whole", model_dir, **kw))
+    assert whole.status == "succeeded"
+    steps = [e["data"] for e in read_events(tmp_path / "whole" / "out") if e["type"] == "metrics"]
+    assert steps[0]["train_loss"] == pytest.approx(math.log(2), abs=1e-6) and steps[-1]["train_loss"] < steps[0]["train_loss"]
+    control = Control()
+    first = run(config(tmp_path / "cut", model_dir, **kw), on_event=lambda e: e["type"] == "metrics" and e["data"]["step"] == 2 and control.pause(), control=control)
+    assert first.status == "paused"
+    state = torch.load(tmp_path / "cut" / "out" / "checkpoints" / "step-2" / "trainer_state.pt", weights_only=True)
+    assert state["ref_train"].shape == (8, 2) and state["ref_valid"] is None
+    resumed = run(config(tmp_path / "cut", model_dir, resume=True, **kw))
+    assert resumed.status == "succeeded" and resumed.final == pytest.approx(whole.final, abs=1e-6)
+
+
+def test_show_masks_shows_both_outputs_of_a_pair_scored_after_the_same_prompt(tmp_path, model_dir):
+    train = write_jsonl(tmp_path / "train.jsonl", pairs(2))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUNERY_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", "from tunery.cli.main import app; app()", "train", train, "--out", str(tmp_path / "o"),
+                           "--model", model_dir, "--method", "dpo", "--show-masks", "2"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "user\nRequest 0: help me?<|im_end|>\n<|im_start|>assistant\n[[Yes, gladly.<|im_end|>]]" in proc.stdout
+    assert "user\nRequest 0: help me?<|im_end|>\n<|im_start|>assistant\n[[No.<|im_end|>]]" in proc.stdout
+    assert "Request 1" not in proc.stdout and not (tmp_path / "o" / "result.json").exists()

@@ -123,8 +123,15 @@ def _show_masks(config, n: int) -> int:
         resolved = resolve(config.model)
         tokenizer = load_tokenizer(resolved.path)
         context = resolved.context_length or 2048
-        tok = Tokenizer(tokenizer, min(config.max_length or context, context), config.prompt_loss_weight)
-        examples = [tok.encode(r) for r in itertools.islice(iter_records(config.training_file), n)]
+        max_length = min(config.max_length or context, context)
+        if config.objective == "dpo":  # each pair as its two examples: preferred, then non-preferred
+            from tunery.train.dpo import PreferenceTokenizer
+
+            tok = PreferenceTokenizer(tokenizer, max_length, config.prompt_loss_weight)
+            examples = [ex for r in itertools.islice(iter_records(config.training_file), -(-n // 2)) for ex in tok.encode_pair(r)][:n]
+        else:
+            tok = Tokenizer(tokenizer, max_length, config.prompt_loss_weight)
+            examples = [tok.encode(r) for r in itertools.islice(iter_records(config.training_file), n)]
     except TrainError as exc:
         Console(stderr=True).print(f"[red]error[/] ({exc.code}): {exc.message}", highlight=False)
         return 1
