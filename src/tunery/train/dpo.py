@@ -5,8 +5,9 @@ preferred output and the input followed by the non-preferred one, tokenized by t
 `Tokenizer` (same template, same truncation from the end, same counting). Only the final assistant
 turn is weighted (its content and its end-of-turn token); assistant turns inside the input are
 context (weight 0). Both examples therefore start with the same prompt tokens, which a packed row
-holds once for both (`packing.collate_segments`, one segment per pair). The pair is stored as two consecutive examples of one `TokenStore` (chosen at
-2i, rejected at 2i+1), so the file stays on disk as supervised files do.
+holds once for both (`packing.collate_segments`, one segment per pair). The pair is stored as two
+consecutive examples of one `TokenStore` (chosen at 2i, rejected at 2i+1), so the file stays on
+disk as supervised files do.
 
 Loss: TRL's default (sigmoid) DPO over SUMMED completion log-probabilities,
 `-logsigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))`, averaged over the pairs of a step.
@@ -30,6 +31,9 @@ from .loop import Trainer  # loop imports this module only when a run is DPO: no
 from .packing import MIN_SHARED_PREFIX, MicroBatch, collate, collate_segments, shared_prefix
 from .records import CHAT, PREFERENCE, Record
 from .tokenize import Example, TokenizedFile, TokenStore, Tokenizer
+
+# TRL's names for the preference measures, used as they are in events, metrics.csv and results.
+REWARD_KEYS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -101,14 +105,16 @@ class DPOOutput:
     chosen_rewards: "torch.Tensor"
     rejected_rewards: "torch.Tensor"
 
-    def metric_sums(self) -> dict[str, float]:
-        """Sums over the pairs (divide by the pair count for TRL's batch means)."""
+    def metric_sums(self) -> dict[str, "torch.Tensor"]:
+        """Sums over the pairs, the loss's under "loss" (divide by the pair count for TRL's batch
+        means); tensors, so that a step adds them up without waiting for the device."""
         chosen, rejected = self.chosen_rewards.detach(), self.rejected_rewards.detach()
         return {
-            "rewards/chosen": float(chosen.sum()),
-            "rewards/rejected": float(rejected.sum()),
-            "rewards/accuracies": float((chosen > rejected).float().sum()),
-            "rewards/margins": float((chosen - rejected).sum()),
+            "loss": self.losses.detach().sum(),
+            "rewards/accuracies": (chosen > rejected).float().sum(),
+            "rewards/margins": (chosen - rejected).sum(),
+            "rewards/chosen": chosen.sum(),
+            "rewards/rejected": rejected.sum(),
         }
 
 
@@ -216,9 +222,8 @@ class DPOTrainer(Trainer):
 
     tokenizer_class = PreferenceTokenizer
     unit = "pair"
-    csv_columns = {"step": "step", "train_loss": "train_loss", "valid_loss": "valid_loss",
-                   **{k: k for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")}}
-    valid_keys = ("valid_loss", *(f"valid_{k}" for k in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")))
+    csv_columns = {"step": "step", "train_loss": "train_loss", "valid_loss": "valid_loss", **{k: k for k in REWARD_KEYS}}
+    valid_keys = ("valid_loss", *(f"valid_{k}" for k in REWARD_KEYS))
 
     def count(self, data: TokenizedFile) -> int:
         return n_pairs(data.examples)
@@ -261,29 +266,30 @@ class DPOTrainer(Trainer):
             r = ref[batch.pairs].to(self.device)
             yield dpo_loss(logps[:, 0], logps[:, 1], r[:, 0], r[:, 1], self.hp.beta), batch.mb
 
-    def step(self, indices: list[int]) -> tuple[dict, int, int]:
-        # The loss of a step is the mean over its pairs, however they are split into micro-batches.
-        sums = dict.fromkeys(("train_loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"), 0.0)
+    def _sums(self, store: TokenStore, ref, indices: list[int], train: bool) -> tuple[dict, int, int]:
+        """Summed loss and rewards over the pairs `indices` (backpropagating the mean loss when
+        `train`), tokens of the examples and tokens computed."""
+        sums: dict = {}
         tokens = computed = 0
-        for out, mb in self._losses(self.train.examples, self.ref_train, indices):
-            (out.losses.sum() / len(indices)).backward()
-            sums["train_loss"] += float(out.losses.detach().sum())
+        for out, mb in self._losses(store, ref, indices):
+            if train:  # the loss of a step is the mean over its pairs, however they are split
+                (out.losses.sum() / len(indices)).backward()
             for k, v in out.metric_sums().items():
-                sums[k] += v
+                sums[k] = sums[k] + v if k in sums else v
             tokens, computed = tokens + mb.n_tokens, computed + mb.n_computed
+        return {k: float(v) / len(indices) for k, v in sums.items()}, tokens, computed
+
+    def step(self, indices: list[int]) -> tuple[dict, int, int]:
+        means, tokens, computed = self._sums(self.train.examples, self.ref_train, indices, train=True)
         self.optimizer_step()
-        return {k: v / len(indices) for k, v in sums.items()}, tokens, computed
+        return {"train_loss": means.pop("loss"), **means}, tokens, computed
 
     def validate(self, indices: list[int] | None, prefix: str = "valid") -> dict:
         import torch
 
         indices = list(range(self.count(self.valid))) if indices is None else indices
-        sums = dict.fromkeys(("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"), 0.0)
         self.model.eval()
         with torch.no_grad():
-            for out, _ in self._losses(self.valid.examples, self.ref_valid, indices):
-                sums["loss"] += float(out.losses.sum())
-                for k, v in out.metric_sums().items():
-                    sums[k] += v
+            means, _, _ = self._sums(self.valid.examples, self.ref_valid, indices, train=False)
         self.model.train()
-        return {f"{prefix}_{k}": v / len(indices) for k, v in sums.items()}
+        return {f"{prefix}_{k}": v for k, v in means.items()}
