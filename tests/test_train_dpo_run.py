@@ -192,3 +192,15 @@ def test_show_masks_shows_both_outputs_of_a_pair_scored_after_the_same_prompt(tm
     assert "user\nRequest 0: help me?<|im_end|>\n<|im_start|>assistant\n[[Yes, gladly.<|im_end|>]]" in proc.stdout
     assert "user\nRequest 0: help me?<|im_end|>\n<|im_start|>assistant\n[[No.<|im_end|>]]" in proc.stdout
     assert "Request 1" not in proc.stdout and not (tmp_path / "o" / "result.json").exists()
+
+
+def test_the_command_lines_method_and_weights():
+    import typer
+
+    from tunery.cli.train import _method
+
+    assert _method("supervised", None) == ("supervised", "lora") and _method("dpo", "full") == ("dpo", "full")
+    assert _method("full", None) == ("supervised", "full") and _method("lora", "lora") == ("supervised", "lora")  # as before
+    for method, weights in (("full", "lora"), ("ppo", None), ("dpo", "half")):
+        with pytest.raises(typer.BadParameter):
+            _method(method, weights)
