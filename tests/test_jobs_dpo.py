@@ -88,6 +88,7 @@ def test_sft_then_dpo_the_reference_is_the_fine_tuned_starting_model(server, tmp
     dpo = {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 10, "n_epochs": 1}}}
     second = done(client, client.fine_tuning.jobs.create(model=first.fine_tuned_model, training_file=prefs.id, suffix="dpo", method=dpo).id)
     assert second.status == "succeeded", second.error
+    assert second.hyperparameters.model_dump()["beta"] == 0.1  # "auto", resolved as the job finished
     step1 = next(e.data for e in client.fine_tuning.jobs.list_events(second.id, limit=100) if e.type == "metrics" and e.data["step"] == 1)
     # To bf16 rounding on CPUs that train in bf16: the reference pass and step 1 lay the pairs out in
     # different rows (file order vs shuffled), so sums run in another order (measured: 2e-4 in a

@@ -204,3 +204,10 @@ def test_the_command_lines_method_and_weights():
     for method, weights in (("full", "lora"), ("ppo", None), ("dpo", "half")):
         with pytest.raises(typer.BadParameter):
             _method(method, weights)
+
+
+def test_lora_dropout_in_a_dpo_run_is_warned_about(tmp_path, model_dir):
+    result = run(config(tmp_path, model_dir, lora_dropout=0.1, max_steps=1))
+    assert result.status == "succeeded"
+    warnings = [e for e in read_events(tmp_path / "out") if e["level"] == "warn" and "dropout" in e["message"]]
+    assert len(warnings) == 1 and warnings[0]["data"] == {"lora_dropout": 0.1}

@@ -367,7 +367,7 @@ class Worker:
         record = files_repo.store_file(session, self.store.blobs, job.project_id, results_name, "fine-tune-results", data)
         resolved = result.get("hyperparameters") or {}
         hp = dict(job.hyperparameters or {})
-        hp.update({k: resolved[k] for k in OPENAI_HYPERPARAMETERS if k in resolved})
+        hp.update({k: resolved[k] for k in (*OPENAI_HYPERPARAMETERS, "beta") if k in resolved})  # beta: dpo jobs
         weights = result.get("output_path") or next((str(out / d) for d in ("adapter", "model") if (out / d).is_dir()), None)
         base = result.get("base_model") if isinstance(result.get("base_model"), dict) else {}
         done = queue.transition(

@@ -235,6 +235,13 @@ class DPOTrainer(Trainer):
         return reference_logps(self.model, data.examples, self.budget, self.packed, self.pad_id, self.min_prefix,
                                self.device, self.autocast, self.control.check_cancel)
 
+    def setup(self) -> None:
+        super().setup()
+        if self.config.method == "lora" and self.config.lora_dropout > 0:
+            # The reference pass runs without dropout, the policy's steps with it: the log-ratios
+            # carry dropout noise (TRL switches dropout off for DPO by default).
+            self.events.emit("message", f"LoRA dropout {self.config.lora_dropout:g} makes DPO's log-ratios noisy (step 1 is not exactly log 2); 0 is usual for DPO", {"lora_dropout": self.config.lora_dropout}, level="warn")
+
     def resume_state(self) -> int:
         import time
 
