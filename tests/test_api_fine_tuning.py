@@ -121,7 +121,11 @@ def test_a_malformed_file_fails_with_invalid_file_format_naming_the_line(openai_
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"warmup": 3}}}},
          "method.supervised.hyperparameters.warmup", "Unknown hyperparameter 'warmup'"),
         ({"method": {"type": "magic"}}, "method.type", "expected one of supervised, dpo, reinforcement"),
-        ({"method": {"type": "dpo"}}, "method.type", "not supported"),
+        ({"method": {"type": "reinforcement"}}, "method.type", "not supported"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta", "between 0 and 2"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}}, "method.dpo.hyperparameters.beta", "between 0 and 2"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}},
+         "method.supervised.hyperparameters.beta", "Unknown hyperparameter 'beta'"),
     ],
 )
 def test_bad_parameters_get_400_with_the_param(openai_client, train_file, spec, kwargs, param, fragment):

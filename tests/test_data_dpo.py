@@ -88,3 +88,26 @@ def test_identical_outputs_and_extra_keys_are_warnings():
         ("example_unrecognized_key", Level.WARNING, "id", 8),
         ("dpo_identical_outputs", Level.WARNING, "non_preferred_output", 8),
     ]
+
+
+OLD = {"input": {"messages": [USER]}, "preferred_completion": GOOD, "non_preferred_completion": BAD}
+
+
+def test_the_older_key_names_are_accepted_and_findings_name_them():
+    from tunery.data.dpo import preference_outputs
+    from tunery.data.formats import DPO, record_format
+
+    assert check_dpo_record(OLD, 1) == []
+    assert record_format(OLD) == DPO
+    assert preference_outputs(OLD) == (GOOD[0], BAD[0])
+    mixed = {"input": OLD["input"], "preferred_output": GOOD, "non_preferred_completion": BAD}
+    assert check_dpo_record(mixed, 1) == [] and preference_outputs(mixed) == (GOOD[0], BAD[0])
+    assert found({**OLD, "non_preferred_completion": [{"role": "user", "content": "x"}]}) == [
+        ("dpo_output_not_assistant", "non_preferred_completion[0].role", 5)
+    ]
+    assert found({**OLD, "preferred_completion": BAD}) == [("dpo_identical_outputs", "non_preferred_completion", 5)]
+
+
+def test_an_output_under_both_names_is_refused():
+    both = {**VALID, "preferred_completion": BAD}
+    assert found(both, 7) == [("dpo_duplicate_key", "preferred_completion", 7)]

@@ -36,6 +36,22 @@ def test_cli_create_get_list_events_cancel(api_server, openai_client):
     assert follow.returncode == 1 and "error: job cancelled" in follow.stderr
 
 
+def test_cli_creates_a_dpo_job(api_server, openai_client):
+    pair = {"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}],
+            "non_preferred_output": [{"role": "assistant", "content": "b"}]}
+    f = openai_client.files.create(file=("p.jsonl", jsonl([pair] * 10)), purpose="fine-tune")
+    job = json.loads(tunery(api_server, "create", f.id, "--method", "dpo", "--beta", "0.3", "--max-steps", "1").stdout)
+    assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.3
+    assert tunery(api_server, "cancel", job["id"]).stdout.strip() == f"{job['id']}: cancelled"
+    plain = json.loads(tunery(api_server, "create", f.id, "--method", "dpo").stdout)  # no hyperparameters: still a dpo job
+    assert plain["method"]["type"] == "dpo" and plain["method"]["dpo"]["hyperparameters"]["beta"] == "auto"
+    tunery(api_server, "cancel", plain["id"])
+    proc = tunery(api_server, "create", f.id, "--beta", "0.3", check=False)
+    assert proc.returncode == 1 and "--beta is a dpo hyperparameter" in proc.stderr
+    proc = tunery(api_server, "create", f.id, "--method", "rlhf", check=False)
+    assert proc.returncode == 1 and "--method must be supervised or dpo" in proc.stderr
+
+
 def test_cli_errors_are_one_line_with_the_param(api_server):
     proc = tunery(api_server, "create", "file-nope", check=False)
     assert proc.returncode == 1

@@ -40,10 +40,14 @@ def project_id(store):
         return get_or_create_project(session, "acme").id
 
 
-def add_file(store, project_id, n=12, purpose="fine-tune", status=files_repo.PROCESSED) -> str:
-    line = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+CHAT_LINE = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+DPO_LINE = (b'{"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": "a"}],'
+            b' "non_preferred_output": [{"role": "assistant", "content": "b"}]}\n')
+
+
+def add_file(store, project_id, n=12, purpose="fine-tune", status=files_repo.PROCESSED, line=CHAT_LINE, head=b"") -> str:
     with store.db.session_scope() as session:
-        record = files_repo.store_file(session, store.blobs, project_id, "t.jsonl", purpose, line * n)
+        record = files_repo.store_file(session, store.blobs, project_id, "t.jsonl", purpose, head + line * n)
         files_repo.set_status(session, record.id, status, "Invalid file format. Line 2: bad" if status == files_repo.ERROR else None)
         return record.id
 
@@ -192,6 +196,36 @@ def test_file_verdicts(store, project_id, n, file_status, code, fragment):
     else:
         assert verdict.error["code"] == code and fragment in verdict.error["message"]
         assert verdict.error["param"] == "training_file"
+
+
+@pytest.mark.parametrize(
+    "line,method,message",
+    [
+        (DPO_LINE, "supervised", "Line 2: a preference (DPO) example, but method 'supervised' trains on chat or prompt/completion examples"),
+        (CHAT_LINE, "dpo", "Line 2: a chat example, but method 'dpo' trains on preference (DPO) examples"),
+        (DPO_LINE, "dpo", None),
+    ],
+)
+def test_a_file_of_another_methods_format_fails_validation_naming_its_line(store, project_id, line, method, message):
+    fid = add_file(store, project_id, line=line, head=b"\n")  # a blank first line: the example is line 2
+    with store.db.session_scope() as session:
+        verdict = check_job_file(store.blobs, files_repo.get_file(session, project_id, fid), fid, "validation_file", method)
+    assert verdict.ready and verdict.n_examples == 12
+    if message is None:
+        assert verdict.error is None
+    else:
+        assert verdict.error == {"code": "invalid_file_format", "param": "validation_file",
+                                 "message": f"Validation file {fid}: Invalid file format. {message}"}
+
+
+def test_dpo_jobs_take_beta_and_echo_every_hyperparameter(store, project_id):
+    fid = add_file(store, project_id, line=DPO_LINE)
+    with store.db.session_scope() as session:
+        job = create.create_job(session, project_id, model="gpt-4o-mini", training_file=fid,
+                                method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2}}})
+        assert job.method == {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}}}
+        job = create.create_job(session, project_id, model="gpt-4o-mini", training_file=fid, method={"type": "dpo"})
+        assert job.method["dpo"]["hyperparameters"] == {"beta": "auto", "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
 
 
 def test_a_file_still_being_checked_is_not_ready(store, project_id):

@@ -122,3 +122,11 @@ def test_memory_is_bounded_by_a_line_not_the_file():
     finally:
         tracemalloc.stop()
     assert peak < 2 * 1024 * 1024, peak
+
+
+def test_dpo_files_with_the_older_key_names_pass_and_both_spellings_are_refused():
+    old = {"input": DPO["input"], "preferred_completion": DPO["preferred_output"], "non_preferred_completion": DPO["non_preferred_output"]}
+    assert check(old, old) is None
+    assert check(DPO, old) is None  # one format (DPO), either spelling per line
+    assert check(old, {**old, "preferred_output": DPO["preferred_output"]}) == (
+        "Line 2, preferred_completion: the example has both preferred_output and its older name preferred_completion; keep one")

@@ -47,6 +47,8 @@ def create(
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="'auto' or 1-256"),
     learning_rate_multiplier: Optional[str] = typer.Option(None, "--learning-rate-multiplier", help="'auto' or > 0"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="cap the number of training steps (Tunery extension)"),
+    method: str = typer.Option("supervised", "--method", help="supervised, or dpo for a preference file"),
+    beta: Optional[str] = typer.Option(None, "--beta", help="dpo: 'auto' (0.1) or 0 < beta <= 2"),
     metadata: list[str] = typer.Option([], "--metadata", help="KEY=VALUE, repeatable"),
     follow_: bool = typer.Option(False, "--follow", "-f", help="then follow it with a progress bar"),
 ) -> None:
@@ -55,12 +57,18 @@ def create(
           (("n_epochs", n_epochs), ("batch_size", batch_size), ("learning_rate_multiplier", learning_rate_multiplier)) if v is not None}
     if max_steps is not None:
         hp["max_steps"] = max_steps
+    if method not in ("supervised", "dpo"):
+        fail(f"--method must be supervised or dpo, got {method!r}")
+    if beta is not None:
+        if method != "dpo":
+            fail("--beta is a dpo hyperparameter; add --method dpo")
+        hp["beta"] = _auto_or_number(beta, "beta")
     body: dict[str, Any] = {"model": model, "training_file": training_file}
     for key, value in (("validation_file", validation_file), ("suffix", suffix), ("seed", seed)):
         if value is not None:
             body[key] = value
-    if hp:
-        body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hp}}
+    if hp or method != "supervised":
+        body["method"] = {"type": method, method: {"hyperparameters": hp}}
     if metadata:
         pairs = [m.partition("=") for m in metadata]
         if any(not sep for _, sep, _ in pairs):
@@ -146,6 +154,8 @@ def follow(job_id: str, interval: float = typer.Option(1.0, "--interval", help="
                 if e["type"] == "metrics":
                     d = e["data"]
                     loss = f"loss {d['train_loss']:.4f}" + (f" · valid {d['valid_loss']:.4f}" if d.get("valid_loss") is not None else "")
+                    if d.get("rewards/accuracies") is not None:  # dpo
+                        loss += f" · reward acc {d['rewards/accuracies']:.2f} · margin {d['rewards/margins']:.3f}"
                     progress.update(task, completed=d.get("step"), total=d.get("total_steps"), loss=loss)
                 else:
                     progress.console.print(f"[dim]{time.strftime('%H:%M:%S', time.localtime(e['created_at']))}[/] {e['message']}")

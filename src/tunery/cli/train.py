@@ -26,12 +26,27 @@ def _auto(value: str, name: str, kind: type) -> str | int | float:
         raise typer.BadParameter(f"must be 'auto' or a{'n integer' if kind is int else ' number'}, got {value!r}", param_hint=f"--{name.replace('_', '-')}") from None
 
 
+def _method(method: str, weights: str | None) -> tuple[str, str]:
+    """(objective, weights) from --method and --weights."""
+    if method in ("lora", "full"):
+        if weights not in (None, method):
+            raise typer.BadParameter(f"--method {method} already says which weights train; it contradicts --weights {weights}", param_hint="--weights")
+        return "supervised", method
+    if method not in ("supervised", "dpo"):
+        raise typer.BadParameter(f"must be supervised, dpo, lora or full, got {method!r}", param_hint="--method")
+    if weights not in (None, "lora", "full"):
+        raise typer.BadParameter(f"must be lora or full, got {weights!r}", param_hint="--weights")
+    return method, weights or "lora"
+
+
 def train(
-    training_file: Path = typer.Argument(..., help="Prepared JSONL: chat `messages` or legacy prompt/completion records."),
+    training_file: Path = typer.Argument(..., help="Prepared JSONL: chat `messages` or legacy prompt/completion records (supervised); preference records (dpo)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ or model/, checkpoints/, metrics.csv, events.jsonl, result.json."),
     model: str = typer.Option("SmolLM2-135M-Instruct", "--model", "-m", help="Base model: alias, packaged name, local folder, .gguf file or cached Hugging Face id."),
     validation_file: Path | None = typer.Option(None, "--validation-file", help="JSONL scored for validation loss/accuracy during training."),
-    method: str = typer.Option("lora", "--method", help="lora or full."),
+    method: str = typer.Option("supervised", "--method", help="supervised or dpo (OpenAI's method types); lora or full, as before, mean supervised with those weights."),
+    weights: str | None = typer.Option(None, "--weights", help="lora (default) or full: which weights train."),
+    beta: str = typer.Option("auto", "--beta", help="DPO: 'auto' (0.1) or 0 < beta <= 2; higher stays closer to the starting model."),
     n_epochs: str = typer.Option("auto", "--n-epochs", help=f"Epochs: {HP_HELP}."),
     batch_size: str = typer.Option("auto", "--batch-size", help=f"Examples per optimizer step: {HP_HELP}."),
     learning_rate_multiplier: str = typer.Option("auto", "--learning-rate-multiplier", help=f"Times the base rate (LoRA 2e-4, full 2e-5): {HP_HELP}."),
@@ -63,9 +78,11 @@ def train(
     from tunery.train.config import TrainConfig
 
     console = Console(stderr=True)
+    objective, method = _method(method, weights)
     config = TrainConfig(
         training_file=str(training_file), out_dir=str(out), model=model,
-        validation_file=str(validation_file) if validation_file else None, method=method,
+        validation_file=str(validation_file) if validation_file else None, method=method, objective=objective,
+        beta=_auto(beta, "beta", float),
         n_epochs=_auto(n_epochs, "n_epochs", int), batch_size=_auto(batch_size, "batch_size", int),
         learning_rate_multiplier=_auto(learning_rate_multiplier, "learning_rate_multiplier", float),
         seed=seed, shuffle=shuffle, max_steps=max_steps, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
@@ -106,8 +123,15 @@ def _show_masks(config, n: int) -> int:
         resolved = resolve(config.model)
         tokenizer = load_tokenizer(resolved.path)
         context = resolved.context_length or 2048
-        tok = Tokenizer(tokenizer, min(config.max_length or context, context), config.prompt_loss_weight)
-        examples = [tok.encode(r) for r in itertools.islice(iter_records(config.training_file), n)]
+        max_length = min(config.max_length or context, context)
+        if config.objective == "dpo":  # each pair as its two examples: preferred, then non-preferred
+            from tunery.train.dpo import PreferenceTokenizer
+
+            tok = PreferenceTokenizer(tokenizer, max_length, config.prompt_loss_weight)
+            examples = [ex for r in itertools.islice(iter_records(config.training_file), -(-n // 2)) for ex in tok.encode_pair(r)][:n]
+        else:
+            tok = Tokenizer(tokenizer, max_length, config.prompt_loss_weight)
+            examples = [tok.encode(r) for r in itertools.islice(iter_records(config.training_file), n)]
     except TrainError as exc:
         Console(stderr=True).print(f"[red]error[/] ({exc.code}): {exc.message}", highlight=False)
         return 1
@@ -126,7 +150,10 @@ def _train_with_progress(config, console):
         def on_event(event: dict) -> None:
             data = event["data"]
             if event["type"] == "metrics":
-                info = f"loss {data['train_loss']:.4f}" + (f" val {data['valid_loss']:.4f}" if data.get("valid_loss") is not None else "") + f" {data['tokens_per_second']:,.0f} tok/s"
+                info = f"loss {data['train_loss']:.4f}" + (f" val {data['valid_loss']:.4f}" if data.get("valid_loss") is not None else "")
+                if data.get("rewards/accuracies") is not None:  # DPO
+                    info += f" reward acc {data['rewards/accuracies']:.2f}"
+                info += f" {data['tokens_per_second']:,.0f} tok/s"
                 progress.update(task, completed=data["step"], total=data["total_steps"], info=info)
             elif event["type"] != "status" or event["level"] != "info":
                 progress.console.print(event["message"], highlight=False)

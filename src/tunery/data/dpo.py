@@ -1,13 +1,16 @@
 """Checks for DPO (preference) examples.
 
 Shape: `{"input": {"messages": [...], "tools"?: [...], "parallel_tool_calls"?: bool},
-"preferred_output": [assistant message], "non_preferred_output": [assistant message]}`.
+"preferred_output": [assistant message], "non_preferred_output": [assistant message]}`. The older
+names `preferred_completion` / `non_preferred_completion` (OpenAI's spec until 2025-07) are accepted
+for the outputs; findings name the key the line actually uses.
 The input messages and tools go through the chat checks (same codes, fields prefixed with
 `input.`); on top of them, stable codes:
 
 Errors:
   data_type                      the line is not a JSON object
   dpo_missing_key                no input, preferred_output or non_preferred_output
+  dpo_duplicate_key              an output given under both its current and its older name
   dpo_invalid_input              input is not an object
   dpo_input_ends_with_assistant  the last input message is the assistant's: nothing to answer
   dpo_invalid_output             an output is not a list of exactly one message
@@ -27,7 +30,21 @@ from tunery.data.chat import check_message, check_messages, check_tools
 from tunery.data.findings import Finding, Level
 
 OUTPUT_KEYS = ("preferred_output", "non_preferred_output")
+OLD_OUTPUT_KEYS = {"preferred_output": "preferred_completion", "non_preferred_output": "non_preferred_completion"}
 DPO_KEYS = ("input", *OUTPUT_KEYS)
+KNOWN_KEYS = (*DPO_KEYS, *OLD_OUTPUT_KEYS.values())
+
+
+def output_key(record: dict, key: str) -> str:
+    """The name under which `record` holds output `key` (a name in OUTPUT_KEYS): the current one
+    unless only the older spelling is there."""
+    old = OLD_OUTPUT_KEYS[key]
+    return old if key not in record and old in record else key
+
+
+def preference_outputs(record: dict) -> tuple[dict, dict]:
+    """(preferred, non-preferred) assistant message of a checked record, whichever spelling it uses."""
+    return record[output_key(record, "preferred_output")][0], record[output_key(record, "non_preferred_output")][0]
 
 
 def _err(code: str, message: str, line: int, field: str | None) -> Finding:
@@ -80,20 +97,27 @@ def check_dpo_record(record: Any, line: int) -> list[Finding]:
     if not isinstance(record, dict):
         return [_err("data_type", f"the line must be a JSON object, not {type(record).__name__}", line, None)]
     out = []
-    for key in DPO_KEYS:
-        if key not in record:
+    if "input" not in record:
+        out.append(_err("dpo_missing_key", "the example has no input", line, "input"))
+    for key in OUTPUT_KEYS:
+        old = OLD_OUTPUT_KEYS[key]
+        if key in record and old in record:
+            # Which one would be trained is a guess: refuse rather than pick.
+            out.append(_err("dpo_duplicate_key", f"the example has both {key} and its older name {old}; keep one", line, old))
+        elif key not in record and old not in record:
             out.append(_err("dpo_missing_key", f"the example has no {key}", line, key))
     if "input" in record:
         out.extend(_check_input(record["input"], line))
     for key in OUTPUT_KEYS:
-        if key in record:
-            out.extend(_check_output(record[key], line, key))
+        name = output_key(record, key)
+        if name in record:
+            out.extend(_check_output(record[name], line, name))
     out.extend(
         Finding("example_unrecognized_key", Level.WARNING, f"unrecognized key {key!r} is ignored", line=line, field=key)
         for key in record
-        if key not in DPO_KEYS
+        if key not in KNOWN_KEYS
     )
-    pref, nonpref = record.get("preferred_output"), record.get("non_preferred_output")
+    pref, nonpref = record.get(output_key(record, "preferred_output")), record.get(output_key(record, "non_preferred_output"))
     if isinstance(pref, list) and len(pref) == 1 and pref == nonpref:
         out.append(
             Finding(
@@ -101,7 +125,7 @@ def check_dpo_record(record: Any, line: int) -> list[Finding]:
                 Level.WARNING,
                 "preferred and non-preferred outputs are identical: the pair teaches nothing",
                 line=line,
-                field="non_preferred_output",
+                field=output_key(record, "non_preferred_output"),
             )
         )
     return out

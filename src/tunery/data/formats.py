@@ -21,7 +21,13 @@ from tunery.data.findings import Finding, Level
 
 CHAT, COMPLETION, DPO = "chat", "completion", "dpo"
 NAMES = {CHAT: "chat", COMPLETION: "prompt/completion", DPO: "preference (DPO)"}
-MARKERS = {CHAT: ("messages",), DPO: ("preferred_output", "non_preferred_output"), COMPLETION: ("prompt", "completion")}
+# DPO: the current key names, then the ones SPEC revisions of 2024-12..2025-07 used (still sent by
+# generated clients).
+MARKERS = {
+    CHAT: ("messages",),
+    DPO: ("preferred_output", "non_preferred_output", "preferred_completion", "non_preferred_completion"),
+    COMPLETION: ("prompt", "completion"),
+}
 
 
 class FormatError(ValueError):

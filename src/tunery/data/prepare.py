@@ -31,6 +31,7 @@ from typing import Any
 
 from tunery.data import legacy
 from tunery.data.collect import Collector
+from tunery.data.dpo import output_key
 from tunery.data.findings import Finding, Level
 from tunery.data.formats import CHAT, COMPLETION, DPO, FileFormat, FormatError
 from tunery.data.memory import trim_heap
@@ -902,7 +903,7 @@ class _Tokens:
             chats = []
             for r in records:
                 given = r.get("input") or {}
-                chats.append({"messages": list(given.get("messages") or []) + list(r.get("preferred_output") or []), "tools": given.get("tools")})
+                chats.append({"messages": list(given.get("messages") or []) + list(r.get(output_key(r, "preferred_output")) or []), "tools": given.get("tools")})
             counts = self.counter.count_chat(chats, errors=errors)
         for error in errors:
             self.refused.append((self.lines[first + error.index], error.reason))

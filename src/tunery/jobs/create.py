@@ -30,7 +30,7 @@ from tunery.store.settings import Settings, load_settings
 MAX_SEED = 2_147_483_647
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 METHOD_TYPES = ("supervised", "dpo", "reinforcement")
-SUPPORTED_METHODS = ("supervised",)
+SUPPORTED_METHODS = ("supervised", "dpo")
 # name: (integer?, low, high); numbers are "auto" or within the bounds of OpenAI's API.
 HYPERPARAMETERS = {
     "n_epochs": (True, 1, 50),
@@ -38,6 +38,8 @@ HYPERPARAMETERS = {
     "learning_rate_multiplier": (False, 0, None),
     "max_steps": (True, 1, None),  # Tunery extension
 }
+# Those of one method on top of the shared ones: DPO's beta, 0 < beta <= 2 (OpenAI's bounds).
+METHOD_HYPERPARAMETERS = {"dpo": {"beta": (False, 0, 2)}}
 LEGACY_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight")
 
 
@@ -60,22 +62,23 @@ def _number(value: Any, name: str, param: str, integer: bool, low: float, high: 
     return value
 
 
-def check_hyperparameters(given: Any, prefix: str) -> dict[str, Any]:
-    """OpenAI's hyperparameters (+ max_steps): each "auto" or a number within bounds."""
+def check_hyperparameters(given: Any, prefix: str, kind: str = "supervised") -> dict[str, Any]:
+    """OpenAI's hyperparameters of method `kind` (+ max_steps): each "auto" or a number within bounds."""
     if given is None:
         return {}
     if not isinstance(given, dict):
         raise JobParamError(f"Invalid value for '{prefix}': expected an object.", prefix)
+    known = {**HYPERPARAMETERS, **METHOD_HYPERPARAMETERS.get(kind, {})}
     out: dict[str, Any] = {}
     for name, value in given.items():
         param = f"{prefix}.{name}"
-        if name not in HYPERPARAMETERS:
-            raise JobParamError(f"Unknown hyperparameter '{name}'; expected one of {', '.join(HYPERPARAMETERS)}.", param)
+        if name not in known:
+            raise JobParamError(f"Unknown hyperparameter '{name}'; expected one of {', '.join(known)}.", param)
         if value is None or value == "auto":
             if name != "max_steps":
                 out[name] = "auto"
             continue
-        out[name] = _number(value, name, param, *HYPERPARAMETERS[name])
+        out[name] = _number(value, name, param, *known[name])
     return out
 
 
@@ -92,16 +95,17 @@ def check_method(method: Any, hyperparameters: Any) -> tuple[dict, dict]:
     if kind not in METHOD_TYPES:
         raise JobParamError(f"Invalid value for 'method.type': expected one of {', '.join(METHOD_TYPES)}, got {kind!r}.", "method.type")
     if kind not in SUPPORTED_METHODS:
-        raise JobParamError(f"Fine-tuning method '{kind}' is not supported by this server yet; use 'supervised'.", "method.type",
+        raise JobParamError(f"Fine-tuning method '{kind}' is not supported by this server yet; use {' or '.join(repr(m) for m in SUPPORTED_METHODS)}.", "method.type",
                             "unsupported_method")
     body = method.get(kind) or {}
     if not isinstance(body, dict):
         raise JobParamError(f"Invalid value for 'method.{kind}': expected an object.", f"method.{kind}")
-    given = check_hyperparameters(body.get("hyperparameters"), f"method.{kind}.hyperparameters")
+    given = check_hyperparameters(body.get("hyperparameters"), f"method.{kind}.hyperparameters", kind)
     if top and given and top != given:
         raise JobParamError("Give hyperparameters either in 'method' or in the deprecated top-level 'hyperparameters', not both.",
                             "hyperparameters")
-    hp = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", **top, **given}
+    # Echoed as OpenAI does: every hyperparameter of the method, "auto" where not given.
+    hp = {**dict.fromkeys(METHOD_HYPERPARAMETERS.get(kind, {}), "auto"), "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", **top, **given}
     return {"type": kind, kind: {"hyperparameters": hp}}, hp
 
 

@@ -200,11 +200,12 @@ class Worker:
         with self.store.db.session_scope() as session:
             pending = session.scalars(select(Job).where(Job.status == states.VALIDATING_FILES).order_by(Job.seq).limit(20)).all()
             for job in pending:
+                kind = (job.method or {}).get("type", "supervised")
                 verdicts = [check_job_file(self.store.blobs, files_repo.get_file(session, job.project_id, job.training_file),
-                                           job.training_file, "training_file")]
+                                           job.training_file, "training_file", kind)]
                 if job.validation_file:
                     verdicts.append(check_job_file(self.store.blobs, files_repo.get_file(session, job.project_id, job.validation_file),
-                                                   job.validation_file, "validation_file"))
+                                                   job.validation_file, "validation_file", kind))
                 error = next((v.error for v in verdicts if v.error), None)
                 if error is None and not all(v.ready for v in verdicts):
                     continue  # an upload check is still running
@@ -250,6 +251,8 @@ class Worker:
             "resume": bool(resume),
             **{k: hp.get(k, "auto") for k in OPENAI_HYPERPARAMETERS},
         }
+        if method.get("type") == "dpo":
+            config.update(objective="dpo", beta=hp.get("beta", "auto"))
         for key in ("max_steps", "prompt_loss_weight"):
             if (job.options or {}).get(key) is not None:
                 config[key] = job.options[key]
@@ -364,7 +367,7 @@ class Worker:
         record = files_repo.store_file(session, self.store.blobs, job.project_id, results_name, "fine-tune-results", data)
         resolved = result.get("hyperparameters") or {}
         hp = dict(job.hyperparameters or {})
-        hp.update({k: resolved[k] for k in OPENAI_HYPERPARAMETERS if k in resolved})
+        hp.update({k: resolved[k] for k in (*OPENAI_HYPERPARAMETERS, "beta") if k in resolved})  # beta: dpo jobs
         weights = result.get("output_path") or next((str(out / d) for d in ("adapter", "model") if (out / d).is_dir()), None)
         base = result.get("base_model") if isinstance(result.get("base_model"), dict) else {}
         done = queue.transition(

@@ -21,6 +21,12 @@ from .errors import TrainError
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 BASE_LEARNING_RATES = {"lora": 2e-4, "full": 2e-5}
+# DPO moves a model that already answers well by small log-prob ratios (beta-scaled): rates far
+# below SFT's. Full: TRL's DPOConfig default (1e-6); LoRA, whose update is low-rank and starts at
+# zero, the usual 5e-5 of LoRA DPO recipes (about 50x full, as 2e-4 is about 10x 2e-5 for SFT).
+DPO_BASE_LEARNING_RATES = {"lora": 5e-5, "full": 1e-6}
+OBJECTIVES = ("supervised", "dpo")  # OpenAI's method.type values this trainer runs
+DEFAULT_BETA = 0.1  # OpenAI's examples and TRL's default; OpenAI publishes no number for "auto"
 # Every linear layer of the decoder (attention and MLP), under these names in Llama, Qwen2/3, SmolLM,
 # Mistral and Gemma: what LLaMA-Factory (`lora_target: all`) and Unsloth default to, and what the
 # QLoRA paper found necessary to match full fine-tuning; the extra adapters cost little compute.
@@ -46,7 +52,9 @@ class TrainConfig:
     out_dir: str
     model: str = DEFAULT_MODEL
     validation_file: str | None = None
-    method: str = "lora"  # lora | full
+    method: str = "lora"  # lora | full: which weights train
+    objective: str = "supervised"  # supervised | dpo: OpenAI's method.type, what they are trained for
+    beta: Auto = "auto"  # DPO: "auto" (0.1) or 0 < beta <= 2
     n_epochs: Auto = "auto"
     batch_size: Auto = "auto"
     learning_rate_multiplier: Auto = "auto"
@@ -110,6 +118,7 @@ class Hyperparameters:
     total_steps: int
     steps_per_epoch: int
     warmup_steps: int
+    beta: float | None = None  # DPO only
 
 
 def _number(value: Auto, name: str, kind: type, low: float, high: float | None) -> int | float | None:
@@ -132,13 +141,19 @@ def resolve_hyperparameters(config: TrainConfig, n_examples: int) -> Hyperparame
     """Apply OpenAI's auto rules (tunery.data.auto) and the bounds of its API to `config`."""
     if config.method not in BASE_LEARNING_RATES:
         raise TrainError("invalid_hyperparameters", f"method must be 'lora' or 'full', got {config.method!r}", "method")
+    dpo = config.objective == "dpo"
+    beta = None
+    if dpo:
+        beta = _number(config.beta, "beta", float, 0, 2) or DEFAULT_BETA
+    elif config.beta != "auto":
+        raise TrainError("invalid_hyperparameters", "beta is a DPO hyperparameter; a supervised run takes none", "beta")
     n_epochs = _number(config.n_epochs, "n_epochs", int, 1, 50) or auto_n_epochs(n_examples)
     batch_size = _number(config.batch_size, "batch_size", int, 1, 256) or auto_batch_size(n_examples)
     multiplier = _number(config.learning_rate_multiplier, "learning_rate_multiplier", float, 0, None) or 1.0
     if batch_size > n_examples:
         raise TrainError(
             "batch_size_too_large",
-            f"batch_size {batch_size} is larger than the {n_examples} trainable example(s) in the training file",
+            f"batch_size {batch_size} is larger than the {n_examples} trainable {'pair' if dpo else 'example'}(s) in the training file",
             "batch_size",
         )
     # A trailing partial batch is kept (every example is seen each epoch); the loss is normalized by
@@ -154,10 +169,11 @@ def resolve_hyperparameters(config: TrainConfig, n_examples: int) -> Hyperparame
         n_epochs=n_epochs,
         batch_size=batch_size,
         learning_rate_multiplier=float(multiplier),
-        learning_rate=BASE_LEARNING_RATES[config.method] * multiplier,
+        learning_rate=(DPO_BASE_LEARNING_RATES if dpo else BASE_LEARNING_RATES)[config.method] * multiplier,
         total_steps=total,
         steps_per_epoch=steps_per_epoch,
         warmup_steps=warmup,
+        beta=beta,
     )
 
 

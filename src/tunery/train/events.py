@@ -39,6 +39,8 @@ def metrics_message(data: dict) -> str:
         text += f", validation loss={data['valid_loss']:.4f}"
     if data.get("full_valid_loss") is not None:
         text += f", full validation loss={data['full_valid_loss']:.4f}"
+    if data.get("rewards/accuracies") is not None:  # DPO
+        text += f", reward accuracy={data['rewards/accuracies']:.2f}, margin={data['rewards/margins']:.4f}"
     return text
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from tunery.models.hardware import physical_cores
 
 from . import checkpoints as ckpt
-from .config import Hyperparameters, TrainConfig, lr_factor, resolve_hyperparameters
+from .config import OBJECTIVES, Hyperparameters, TrainConfig, lr_factor, resolve_hyperparameters
 from .control import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, EXIT_PAUSED, Cancelled, Control
 from .errors import DISK_FULL_MESSAGE, TrainError, is_disk_full
 from .events import EventLog, metrics_message, write_json_atomic
@@ -82,7 +82,7 @@ def run(config: TrainConfig, on_event: Callable[[dict], None] | None = None, con
     control = (control or Control()).install() if owns_control else control
     events = EventLog(out / "events.jsonl", on_event)
     try:
-        return Trainer(config, out, events, control).run()
+        return trainer_class(config)(config, out, events, control).run()
     except Cancelled:
         events.emit("status", "Training cancelled", {"status": "cancelled"}, level="warn")
         return TrainResult("cancelled", EXIT_CANCELLED)
@@ -110,18 +110,43 @@ def run(config: TrainConfig, on_event: Callable[[dict], None] | None = None, con
             control.uninstall()
 
 
+def trainer_class(config: TrainConfig) -> type["Trainer"]:
+    """The trainer of the config's objective: a method adds its loss to this one, not a second loop."""
+    if config.objective not in OBJECTIVES:
+        raise TrainError("invalid_config", f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}", "objective")
+    if config.objective == "dpo":
+        from .dpo import DPOTrainer
+
+        return DPOTrainer
+    return Trainer
+
+
 def _fingerprint(config: TrainConfig, hp: Hyperparameters, model_path: str, examples: list[Example]) -> str:
     """What a checkpoint must match to be resumed from: data, model and every number."""
     h = hashlib.sha256()
     settings = {k: v for k, v in config.to_dict().items() if k not in ("resume", "out_dir", "training_file", "validation_file", "eval_every", "keep_checkpoints", "device", "micro_batch_tokens", "num_threads")}
-    h.update(json.dumps([settings, asdict(hp), model_path], sort_keys=True, default=str).encode())
+    numbers = asdict(hp)
+    if config.objective == "supervised":  # as before DPO existed: a supervised checkpoint still resumes
+        del settings["objective"], settings["beta"], numbers["beta"]
+    h.update(json.dumps([settings, numbers, model_path], sort_keys=True, default=str).encode())
     for ex in examples:
         h.update(json.dumps([ex.input_ids, ex.weights]).encode())
     return h.hexdigest()
 
 
 class Trainer:
-    """One run's state; `run()` walks it through setup, the steps and the outputs."""
+    """One run's state; `run()` walks it through setup, the steps and the outputs.
+
+    Supervised training; another method (`dpo.DPOTrainer`) overrides the hooks marked "method":
+    how files are tokenized and counted, one step, validation, and what its metrics are."""
+
+    tokenizer_class = Tokenizer
+    unit = "example"  # method: what `count` counts, as events name it
+    # method: metrics.csv columns (OpenAI's result-file names) and where each comes from
+    csv_columns = {"step": "step", "train_loss": "train_loss", "train_accuracy": "train_mean_token_accuracy",
+                   "valid_loss": "valid_loss", "valid_mean_token_accuracy": "valid_mean_token_accuracy"}
+    # method: the validation metrics of a step (None when it has no validation)
+    valid_keys = ("valid_loss", "valid_mean_token_accuracy")
 
     def __init__(self, config: TrainConfig, out: Path, events: EventLog, control: Control):
         self.config, self.out, self.events, self.control = config, out, events, control
@@ -146,8 +171,12 @@ class Trainer:
             raise TrainError("output_exists", "The output folder already holds checkpoints of another run; resume it or choose another output folder", "out_dir")
         (self.out / "error.json").unlink(missing_ok=True)
 
+    def count(self, data: TokenizedFile) -> int:
+        """method: the units a batch is made of (examples; DPO: pairs)."""
+        return len(data.examples)
+
     def tokenize(self, tokenizer, max_length: int) -> tuple[TokenizedFile, TokenizedFile | None]:
-        tok = Tokenizer(tokenizer, max_length, self.config.prompt_loss_weight)
+        tok = self.tokenizer_class(tokenizer, max_length, self.config.prompt_loss_weight)
         # Streamed: records are read, tokenized and stored one at a time (`TokenStore`, in the
         # output folder's disk), so memory does not grow with the size of the files.
         train = tok.encode_all(iter_records(self.config.training_file, "training_file"), "training_file", self.out)
@@ -158,12 +187,12 @@ class Trainer:
             if data is None:
                 continue
             trained = data.trained_tokens
-            self.events.emit("message", f"{name.capitalize()} file: {len(data.examples)} examples, {data.tokens} tokens ({trained} trained)", {"file": name, "examples": len(data.examples), "tokens": data.tokens, "trained_tokens": trained})
+            self.events.emit("message", f"{name.capitalize()} file: {self.count(data)} {self.unit}s, {data.tokens} tokens ({trained} trained)", {"file": name, f"{self.unit}s": self.count(data), "tokens": data.tokens, "trained_tokens": trained})
             if data.truncated:
-                self.events.emit("message", f"{data.truncated} {name} example(s) longer than {max_length} tokens were truncated", {"file": name, "truncated": data.truncated}, level="warn")
+                self.events.emit("message", f"{data.truncated} {name} {self.unit}(s) longer than {max_length} tokens were truncated", {"file": name, "truncated": data.truncated}, level="warn")
             if data.dropped:
                 lines = ", ".join(map(str, data.dropped[:10])) + (" ..." if len(data.dropped) > 10 else "")
-                self.events.emit("message", f"{len(data.dropped)} {name} example(s) with nothing to train on were skipped (lines {lines})", {"file": name, "skipped": len(data.dropped), "skipped_lines": data.dropped[:100]}, level="warn")
+                self.events.emit("message", f"{len(data.dropped)} {name} {self.unit}(s) with nothing to train on were skipped (lines {lines})", {"file": name, "skipped": len(data.dropped), "skipped_lines": data.dropped[:100]}, level="warn")
         return train, valid
 
     def setup(self) -> None:
@@ -180,7 +209,8 @@ class Trainer:
         context = resolved.context_length or 2048
         self.max_length = min(cfg.max_length or context, context)
         self.train, self.valid = self.tokenize(self.tokenizer, self.max_length)
-        self.hp = resolve_hyperparameters(cfg, len(self.train.examples))
+        self.n_train = self.count(self.train)
+        self.hp = resolve_hyperparameters(cfg, self.n_train)
 
         self.device = modeling.pick_device(cfg.device)
         self.precision = modeling.pick_precision(cfg.precision, self.device)
@@ -230,6 +260,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
+        self.restore_state(state)
         self.resumed_metrics = dict(state.get("metrics") or {})
         self.train_seconds = state.get("train_seconds", 0.0)
         self.tokens_seen = state.get("tokens_seen", 0)
@@ -237,7 +268,34 @@ class Trainer:
         self.events.emit("message", f"Resumed from checkpoint {found[-1].name} ({state['kind']}, step {state['step']})", {"step": state["step"], "path": self.relative(found[-1])})
         return state["step"]
 
+    def extra_state(self) -> dict:
+        """method: what else a checkpoint must hold to resume exactly (tensors, numbers, strings)."""
+        return {}
+
+    def restore_state(self, state: dict) -> None:
+        """method: take back what `extra_state` saved."""
+
     # -- steps --------------------------------------------------------------------------------
+
+    def validate(self, indices: list[int] | None, prefix: str = "valid") -> dict:
+        """method: validation metrics over the validation file's units `indices` (None: all)."""
+        examples = self.valid.examples if indices is None else [self.valid.examples[i] for i in indices]
+        loss, accuracy = self.evaluate(examples)
+        return {f"{prefix}_loss": loss, f"{prefix}_mean_token_accuracy": accuracy}
+
+    def step(self, indices: list[int]) -> tuple[dict, int, int]:
+        """method: one optimizer step over the training units `indices`: (its metrics, tokens of the
+        examples, tokens actually computed)."""
+        loss, accuracy, tokens, computed = self.train_step([self.train.examples[i] for i in indices])
+        return {"train_loss": loss, "train_mean_token_accuracy": accuracy}, tokens, computed
+
+    def optimizer_step(self) -> None:
+        import torch
+
+        torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def evaluate(self, examples) -> tuple[float, float]:
         """Loss and accuracy over `examples` (a list, or a whole `TokenStore`), read
@@ -273,10 +331,7 @@ class Trainer:
             (loss / total).backward()
             loss_sum += loss.detach()
             correct_sum += correct
-        torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRAD_NORM)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step()
         return float(loss_sum) / total, float(correct_sum) / total, sum(mb.n_tokens for mb in mbs), sum(mb.n_computed for mb in mbs)
 
     def checkpoint(self, step: int, epoch: int, kind: str, metrics: dict) -> Path:
@@ -295,6 +350,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "tokens_seen": self.tokens_seen,
             "computed_tokens": self.computed_tokens,
+            **self.extra_state(),
         }
         path = ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, self.config.method, state)
         ckpt.prune(self.ckpt_root, self.config.keep_checkpoints)
@@ -308,7 +364,7 @@ class Trainer:
         self.setup()
         cfg, hp = self.config, self.hp
         start = self.resume_state()
-        csv = MetricsCSV(self.out / "metrics.csv", resume_step=start)
+        csv = MetricsCSV(self.out / "metrics.csv", resume_step=start, columns=list(self.csv_columns))
         try:
             return self.loop(start, csv)
         finally:
@@ -319,15 +375,15 @@ class Trainer:
 
     def loop(self, start: int, csv: MetricsCSV) -> TrainResult:
         cfg, hp = self.config, self.hp
-        n = len(self.train.examples)
+        n = self.n_train
         eval_every = cfg.eval_every or max(1, hp.total_steps // 10)
         valid_sample = None
         if self.valid is not None:
-            order = random.Random(cfg.seed).sample(range(len(self.valid.examples)), min(cfg.valid_sample, len(self.valid.examples)))
-            valid_sample = [self.valid.examples[i] for i in order]
+            n_valid = self.count(self.valid)
+            valid_sample = random.Random(cfg.seed).sample(range(n_valid), min(cfg.valid_sample, n_valid))
         self.events.emit(
             "message",
-            f"Training {self.resolved.name} ({cfg.method}) on {self.device.type} in {self.precision}: {n} examples, "
+            f"Training {self.resolved.name} ({cfg.method}) on {self.device.type} in {self.precision}: {n} {self.unit}s, "
             f"{hp.n_epochs} epoch(s), batch size {hp.batch_size}, learning rate {hp.learning_rate:g}, {hp.total_steps} steps",
             {"hyperparameters": asdict(hp), "device": str(self.device), "precision": self.precision, "packing": self.packed, "shared_prefix": bool(self.min_prefix)},
         )
@@ -336,40 +392,42 @@ class Trainer:
         for step in range(start, hp.total_steps):
             epoch, indices = step_indices(n, hp.batch_size, cfg.seed, step, hp.steps_per_epoch, cfg.shuffle)
             started = time.perf_counter()
-            train_loss, train_acc, tokens, computed = self.train_step([self.train.examples[i] for i in indices])
+            train_metrics, tokens, computed = self.step(indices)
             self.train_seconds += time.perf_counter() - started
             self.tokens_seen += tokens
             self.computed_tokens += computed
             done = step + 1
             last = done == hp.total_steps
-            metrics = {"step": done, "total_steps": hp.total_steps, "train_loss": train_loss, "train_mean_token_accuracy": train_acc,
-                       "valid_loss": None, "valid_mean_token_accuracy": None, "full_valid_loss": None, "full_valid_mean_token_accuracy": None}
+            metrics = {"step": done, "total_steps": hp.total_steps, **train_metrics, **dict.fromkeys(self.valid_keys), **dict.fromkeys("full_" + k for k in self.valid_keys)}
             if valid_sample is not None and (last or done % eval_every == 0):
-                metrics["valid_loss"], metrics["valid_mean_token_accuracy"] = self.evaluate(valid_sample)
+                metrics.update(self.validate(valid_sample))
                 if last:
-                    metrics["full_valid_loss"], metrics["full_valid_mean_token_accuracy"] = self.evaluate(self.valid.examples)
+                    metrics.update(self.validate(None, "full_valid"))
             rate = self.tokens_seen / self.train_seconds if self.train_seconds else 0.0
             steps_run = done - start
             eta = (self.train_seconds / max(1, done)) * (hp.total_steps - done) if steps_run else None
             metrics.update(tokens_per_second=rate, eta_seconds=eta, epoch=epoch + 1)
-            csv.write(done, train_loss, train_acc, metrics["valid_loss"], metrics["valid_mean_token_accuracy"])
+            csv.write({column: metrics.get(key) for column, key in self.csv_columns.items()})
             self.events.emit("metrics", metrics_message(metrics), metrics)
             epoch_end = done % hp.steps_per_epoch == 0
-            path = self.checkpoint(done, epoch + 1, "epoch" if epoch_end else "final", _ckpt_metrics(metrics)) if (epoch_end or last) else None
+            path = self.checkpoint(done, epoch + 1, "epoch" if epoch_end else "final", self.ckpt_metrics(metrics)) if (epoch_end or last) else None
             if self.control.paused.is_set() and not last:
-                path = path or self.checkpoint(done, epoch + 1, "pause", _ckpt_metrics(metrics))
+                path = path or self.checkpoint(done, epoch + 1, "pause", self.ckpt_metrics(metrics))
                 self.events.emit("status", f"Training paused at step {done}/{hp.total_steps}", {"status": "paused", "step": done, "path": self.relative(path)})
                 return self.result("paused", EXIT_PAUSED, done, metrics)
         return self.finish(metrics)
 
     # -- outputs ------------------------------------------------------------------------------
 
+    def unit_tokens(self, i: int) -> int:
+        """method: tokens of training unit `i` (DPO: both examples of the pair)."""
+        return self.train.examples.lengths[i]
+
     def billable_tokens(self, steps: int) -> int:
-        n, hp = len(self.train.examples), self.hp
+        n, hp = self.n_train, self.hp
         if steps == hp.steps_per_epoch * hp.n_epochs:
             return self.train.tokens * hp.n_epochs
-        lengths = self.train.examples.lengths
-        return sum(lengths[i] for s in range(steps) for i in step_indices(n, hp.batch_size, self.config.seed, s, hp.steps_per_epoch, self.config.shuffle)[1])
+        return sum(self.unit_tokens(i) for s in range(steps) for i in step_indices(n, hp.batch_size, self.config.seed, s, hp.steps_per_epoch, self.config.shuffle)[1])
 
     def result(self, status: str, code: int, steps: int, metrics: dict) -> TrainResult:
         return TrainResult(
@@ -379,7 +437,7 @@ class Trainer:
             total_steps=self.hp.total_steps,
             trained_tokens=self.billable_tokens(steps),
             hyperparameters=self.hyperparameters(),
-            final=_ckpt_metrics(metrics),
+            final=self.ckpt_metrics(metrics),
             tokens_per_second=self.tokens_seen / self.train_seconds if self.train_seconds else 0.0,
             train_seconds=self.train_seconds,
             peak_memory_mb=peak_memory_mb(self.device),
@@ -393,6 +451,8 @@ class Trainer:
                "learning_rate": hp.learning_rate, "warmup_steps": hp.warmup_steps, "max_length": self.max_length, "seed": cfg.seed}
         if cfg.method == "lora":
             out.update(lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, lora_targets=list(cfg.lora_targets))
+        if hp.beta is not None:
+            out["beta"] = hp.beta
         return out
 
     def finish(self, metrics: dict) -> TrainResult:
@@ -406,6 +466,7 @@ class Trainer:
             "steps": result.steps,
             "epochs": self.hp.n_epochs if result.steps == self.hp.steps_per_epoch * self.hp.n_epochs else result.steps / self.hp.steps_per_epoch,
             "method": self.config.method,
+            "objective": self.config.objective,
             "base_model": self.resolved.name,
             "base_model_path": str(self.resolved.path),
             "output_path": str(target),
@@ -423,6 +484,6 @@ class Trainer:
         return result
 
 
-def _ckpt_metrics(metrics: dict) -> dict:
-    keys = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
-    return {k: metrics.get(k) for k in keys}
+    def ckpt_metrics(self, metrics: dict) -> dict:
+        """A checkpoint's (and the result's) `metrics`: the step's numbers without the progress ones."""
+        return {k: v for k, v in metrics.items() if k not in ("total_steps", "tokens_per_second", "eta_seconds", "epoch")}

@@ -114,10 +114,9 @@ def add_cancel_points(model, check) -> None:
         layer.register_forward_hook(backward_point)
 
 
-def micro_batch_loss(model, mb):
-    """(sum of weighted token losses, sum of weighted correct predictions) of a micro-batch."""
+def label_logits(model, mb):
+    """fp32 logits at the micro-batch's label positions only (`mb.label_pos`), one row per target."""
     import torch
-    import torch.nn.functional as F
 
     decoder, head, softcap = parts(model)
     hidden = decoder(input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask, use_cache=False).last_hidden_state
@@ -125,6 +124,14 @@ def micro_batch_loss(model, mb):
     logits = head(hidden).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+def micro_batch_loss(model, mb):
+    """(sum of weighted token losses, sum of weighted correct predictions) of a micro-batch."""
+    import torch.nn.functional as F
+
+    logits = label_logits(model, mb)
     losses = F.cross_entropy(logits, mb.targets, reduction="none")
     correct = (logits.argmax(-1) == mb.targets).float()
     return (losses * mb.label_weights).sum(), (correct * mb.label_weights).sum().detach()

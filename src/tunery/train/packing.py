@@ -124,26 +124,37 @@ def shared_prefix(group: list[Example]) -> int:
     return max(common, 0)
 
 
-def _collate_shared(group: list[Example], prefix: int) -> MicroBatch:
+def collate_segments(segments: list[tuple[int, list[Example]]]) -> MicroBatch:
+    """One row of segments, each `(prefix, examples)`: the examples' common `prefix` tokens once
+    (0: none), then each example's remainder, attending to its segment's prefix and causally to
+    itself, never to another segment. Labels come example by example, in the order given.
+    Supervised rows are one segment; DPO rows one segment per pair (its prompt held once)."""
     import torch
 
-    ids = list(group[0].input_ids[:prefix])
-    pos = list(range(prefix))
-    spans, labels = [], []
-    for ex in group:
-        start = len(ids)
-        # token j >= prefix sits at start + j - prefix; its label is at the row position of token j - 1
-        labels += [(start + j - 1 - prefix, ex.input_ids[j], ex.weights[j]) for j in range(prefix + 1, len(ex)) if ex.weights[j] > 0]
-        ids += ex.input_ids[prefix:]
-        pos += range(prefix, len(ex))
-        spans.append((start, len(ids)))
+    ids: list[int] = []
+    pos: list[int] = []
+    labels, blocks = [], []
+    for prefix, group in segments:
+        head = len(ids)
+        ids += group[0].input_ids[:prefix]
+        pos += range(prefix)
+        spans = []
+        for ex in group:
+            start = len(ids)
+            # token j >= prefix sits at start + j - prefix; its label is at the row position of token j - 1
+            labels += [(start + j - 1 - prefix, ex.input_ids[j], ex.weights[j]) for j in range(prefix + 1, len(ex)) if ex.weights[j] > 0]
+            ids += ex.input_ids[prefix:]
+            pos += range(prefix, len(ex))
+            spans.append((start, len(ids)))
+        blocks.append((head, prefix, spans))
     length = len(ids)
     mask = torch.zeros((length, length), dtype=torch.bool)
-    mask[:, :prefix] = True
     causal = torch.ones((length, length), dtype=torch.bool).tril_()
-    for start, end in spans:
-        mask[start:end, start:end] = causal[: end - start, : end - start]
-    mask[:prefix, :prefix] = causal[:prefix, :prefix]
+    for head, prefix, spans in blocks:
+        mask[head : head + prefix, head : head + prefix] = causal[:prefix, :prefix]
+        for start, end in spans:
+            mask[start:end, head : head + prefix] = True
+            mask[start:end, start:end] = causal[: end - start, : end - start]
     pos_t, tgt_t, w_t = zip(*labels) if labels else ((), (), ())
     return MicroBatch(
         input_ids=torch.tensor([ids]),
@@ -152,7 +163,7 @@ def _collate_shared(group: list[Example], prefix: int) -> MicroBatch:
         label_pos=torch.tensor(pos_t, dtype=torch.long),
         targets=torch.tensor(tgt_t, dtype=torch.long),
         label_weights=torch.tensor(w_t, dtype=torch.float32),
-        n_tokens=sum(len(ex) for ex in group),
+        n_tokens=sum(len(ex) for _, group in segments for ex in group),
         n_computed=length,
     )
 
@@ -163,7 +174,7 @@ def collate(group: list[Example], packed: bool, pad_id: int, min_prefix: int = M
     if packed and min_prefix > 0:
         prefix = shared_prefix(group)
         if prefix >= min_prefix:
-            return _collate_shared(group, prefix)
+            return collate_segments([(prefix, group)])
     labels = []
     if packed:
         ids, pos = [], []

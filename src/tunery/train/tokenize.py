@@ -315,7 +315,7 @@ class Tokenizer:
         elif record.kind == PREFERENCE:
             raise TrainError(
                 "invalid_training_file",
-                f"line {record.line}: preference (DPO) records need method 'dpo', which this trainer does not support yet",
+                f"line {record.line}: preference (DPO) records need method 'dpo', not 'supervised'",
                 "training_file",
             )
         else:  # pragma: no cover - read_records only yields the kinds above
