@@ -251,3 +251,14 @@ def legacy(api_server):
     if not LEGACY_PYTHON.exists():
         pytest.skip("openai==0.28.1 is not installed: run `make setup` (it creates .venv-legacy)")
     return LegacyRunner(api_server.base_url, api_server.key)
+
+
+def wait_for_job(client, job_id: str, timeout: float = 300):
+    """The fine-tuning job once it has ended (succeeded, failed or cancelled), through the SDK."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish")

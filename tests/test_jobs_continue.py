@@ -5,11 +5,10 @@ model must be the project's: the worker resolves the name again when it runs the
 from __future__ import annotations
 
 import json
-import time
 
 import openai
 import pytest
-from api_support import ServerProcess, chat_examples, create_key, jsonl
+from api_support import ServerProcess, chat_examples, create_key, jsonl, wait_for_job
 
 from tunery.train.tiny import save_tiny_model
 
@@ -25,26 +24,16 @@ def server(tmp_path_factory):
     process.stop()
 
 
-def _done(client, job_id, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_a_fine_tune_of_a_fine_tune(server):
     process, key, root = server
     client = openai.OpenAI(base_url=process.base_url, api_key=key, max_retries=0)
     f = client.files.create(file=("t.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
     steps = {"type": "supervised", "supervised": {"hyperparameters": {"max_steps": 2, "batch_size": 2}}}
-    first = _done(client, client.fine_tuning.jobs.create(model="tiny", training_file=f.id, suffix="one", method=steps).id)
+    first = wait_for_job(client, client.fine_tuning.jobs.create(model="tiny", training_file=f.id, suffix="one", method=steps).id)
     assert first.status == "succeeded", first.error
     second = client.fine_tuning.jobs.create(model=first.fine_tuned_model, training_file=f.id, suffix="two", method=steps)
     assert second.model == first.fine_tuned_model
-    second = _done(client, second.id)
+    second = wait_for_job(client, second.id)
     assert second.status == "succeeded", second.error
     # The new name keeps the original base, as OpenAI names a fine-tune of a fine-tune.
     assert second.fine_tuned_model == f"ft:tiny:default:two:{second.id.removeprefix('ftjob-')}"
@@ -67,7 +56,7 @@ def test_a_model_unregistered_before_the_job_runs_fails_the_job_cleanly(server):
     save_registered(models_file, {"team": str(root / "tiny")})
     job = client.fine_tuning.jobs.create(model="team", training_file=f.id)
     save_registered(models_file, {})  # the operator removes it while the job waits
-    job = _done(client, job.id, timeout=120)
+    job = wait_for_job(client, job.id, timeout=120)
     assert job.status == "failed"
     assert (job.error.code, job.error.param) == ("model_not_found", "model")
     assert job.error.message == "The model `team` does not exist or you do not have access to it."

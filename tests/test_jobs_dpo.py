@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import openai
 import pytest
-from api_support import ServerProcess, chat_examples, create_key, jsonl
+from api_support import ServerProcess, chat_examples, create_key, jsonl, wait_for_job
 
 from tunery.train.tiny import save_tiny_model
 
@@ -32,16 +31,6 @@ def pairs(n):
              "non_preferred_completion" if i % 2 else "non_preferred_output": [{"role": "assistant", "content": "No."}]} for i in range(n)]
 
 
-def done(client, job_id, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_a_dpo_job_trains_reports_preference_metrics_and_its_model_answers(server):
     client, root = server
     f = client.files.create(file=("p.jsonl", jsonl(pairs(10))), purpose="fine-tune")  # both key spellings
@@ -49,7 +38,7 @@ def test_a_dpo_job_trains_reports_preference_metrics_and_its_model_answers(serve
     job = client.fine_tuning.jobs.create(model="tiny", training_file=f.id, suffix="pref", method=method)
     assert job.method.type == "dpo"
     assert job.method.dpo.hyperparameters.model_dump() == {"beta": 0.2, "batch_size": 5, "learning_rate_multiplier": "auto", "n_epochs": 1}
-    job = done(client, job.id)
+    job = wait_for_job(client, job.id)
     assert job.status == "succeeded", job.error
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     metrics = sorted((e.data for e in events if e.type == "metrics"), key=lambda d: d["step"])
@@ -67,10 +56,10 @@ def test_files_of_the_other_methods_format_fail_in_validating_files_naming_the_l
     client, root = server
     prefs = client.files.create(file=("p.jsonl", jsonl(pairs(10))), purpose="fine-tune")
     chats = client.files.create(file=("c.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
-    supervised = done(client, client.fine_tuning.jobs.create(model="tiny", training_file=prefs.id).id, timeout=60)
+    supervised = wait_for_job(client, client.fine_tuning.jobs.create(model="tiny", training_file=prefs.id).id, timeout=60)
     assert supervised.status == "failed" and supervised.error.code == "invalid_file_format"
     assert "Line 1: a preference (DPO) example, but method 'supervised'" in supervised.error.message
-    dpo = done(client, client.fine_tuning.jobs.create(model="tiny", training_file=chats.id, method={"type": "dpo"}).id, timeout=60)
+    dpo = wait_for_job(client, client.fine_tuning.jobs.create(model="tiny", training_file=chats.id, method={"type": "dpo"}).id, timeout=60)
     assert dpo.status == "failed" and dpo.error.code == "invalid_file_format" and dpo.error.param == "training_file"
     assert "Line 1: a chat example, but method 'dpo'" in dpo.error.message
 
@@ -82,11 +71,11 @@ def test_sft_then_dpo_the_reference_is_the_fine_tuned_starting_model(server, tmp
     client, root = server
     chats = client.files.create(file=("c.jsonl", jsonl(chat_examples(10))), purpose="fine-tune")
     sft = {"type": "supervised", "supervised": {"hyperparameters": {"max_steps": 2, "batch_size": 5, "learning_rate_multiplier": 50}}}
-    first = done(client, client.fine_tuning.jobs.create(model="tiny", training_file=chats.id, suffix="sft", method=sft).id)
+    first = wait_for_job(client, client.fine_tuning.jobs.create(model="tiny", training_file=chats.id, suffix="sft", method=sft).id)
     assert first.status == "succeeded", first.error
     prefs = client.files.create(file=("p.jsonl", jsonl(pairs(10))), purpose="fine-tune")
     dpo = {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 10, "n_epochs": 1}}}
-    second = done(client, client.fine_tuning.jobs.create(model=first.fine_tuned_model, training_file=prefs.id, suffix="dpo", method=dpo).id)
+    second = wait_for_job(client, client.fine_tuning.jobs.create(model=first.fine_tuned_model, training_file=prefs.id, suffix="dpo", method=dpo).id)
     assert second.status == "succeeded", second.error
     assert second.hyperparameters.model_dump()["beta"] == 0.1  # "auto", resolved as the job finished
     step1 = next(e.data for e in client.fine_tuning.jobs.list_events(second.id, limit=100) if e.type == "metrics" and e.data["step"] == 1)
